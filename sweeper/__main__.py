@@ -1,0 +1,5 @@
+"""Entry point for `python -m sweeper`."""
+
+from sweeper.cli import main
+
+main()

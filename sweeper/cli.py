@@ -1,0 +1,294 @@
+"""The `sweeper` command line: parses options and calls the library, nothing more.
+
+Heavy modules (pandas, aiohttp, Pillow, rich) are imported inside each command so
+that `sweeper --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sweeper import __version__
+from sweeper.errors import SweeperError
+
+SPEC_ARG = click.Path(dir_okay=False, path_type=Path)
+RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a SweeperError into one line on stderr and its exit code, never a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SweeperError as error:
+            click.echo(f"sweeper: error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sweeper")
+def main() -> None:
+    """Run parameter sweeps on the 1min.ai Flux Depth Dev image editor.
+
+    Write a YAML sweep spec, check it with `sweeper plan`, run it with
+    `sweeper run`, then look at the results with `sweeper report`.
+
+    \b
+    Example:
+      sweeper plan sweeps/demo.yaml
+      sweeper run sweeps/demo.yaml --offline
+      sweeper report results/demo
+    """
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=SPEC_ARG)
+@click.option(
+    "--max-jobs",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refuse a spec that expands to more jobs than this.",
+)
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="How many jobs to list.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "csv", "json"]),
+    help="How to print the plan.",
+)
+@reports_errors
+def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
+    """Validate SPEC and show the jobs it expands to, without sending anything.
+
+    Prints the number of jobs and images, each axis and its values, the first
+    jobs, and how long the run should take at the spec's rate limit.
+
+    \b
+    Example:
+      sweeper plan sweeps/demo.yaml --limit 5
+    """
+    from sweeper.plan import print_plan
+
+    print_plan(spec_path, max_jobs=max_jobs, limit=limit, fmt=fmt)
+
+
+@main.command()
+@click.argument("spec_path", metavar="SPEC", type=SPEC_ARG)
+@click.option(
+    "--out",
+    "out_dir",
+    type=RUN_DIR_ARG,
+    default=None,
+    help="Run directory. Default: results/<spec name>/. Rerunning into it resumes.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Run against the built-in simulator on loopback; needs no API key.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Requests in flight at most (overrides run.concurrency).",
+)
+@click.option(
+    "--rpm",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Requests per minute at most (overrides run.requests_per_minute).",
+)
+@click.option(
+    "--max-jobs",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refuse a spec that expands to more jobs than this.",
+)
+@reports_errors
+def run(
+    spec_path: Path,
+    out_dir: Path | None,
+    offline: bool,
+    concurrency: int | None,
+    rpm: float | None,
+    max_jobs: int,
+) -> None:
+    """Run every job of SPEC, download the images and write the manifest.
+
+    The API key is read from ONEMIN_API_KEY and the API address from
+    ONEMIN_API_BASE (default https://api.1min.ai). Running the same spec into
+    the same directory again resumes: finished jobs are never sent twice.
+
+    Exit codes: 0 all jobs succeeded, 1 some failed, 2 spec or usage error,
+    3 aborted (key rejected, out of credits, interrupted).
+
+    \b
+    Example:
+      export ONEMIN_API_KEY=...
+      sweeper run sweeps/demo.yaml --out results/demo-nightly
+    """
+    from sweeper.runner import RunOptions, run_from_cli
+
+    options = RunOptions(
+        spec_path=spec_path,
+        out_dir=out_dir,
+        offline=offline,
+        concurrency=concurrency,
+        requests_per_minute=rpm,
+        max_jobs=max_jobs,
+    )
+    sys.exit(run_from_cli(options))
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@reports_errors
+def status(run_dir: Path) -> None:
+    """Show how far the run in DIR got: counts, failures by error, what a rerun sends.
+
+    \b
+    Example:
+      sweeper status results/demo
+    """
+    from sweeper.status import print_status
+
+    print_status(run_dir)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--latency",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds each edit takes.",
+)
+@click.option(
+    "--rpm-limit",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Answer 429 past this many requests per minute (strict sliding window).",
+)
+@click.option(
+    "--api-key",
+    default=None,
+    help="Only accept this key (default: accept any non-empty key).",
+)
+@reports_errors
+def serve(
+    host: str, port: int, latency: float, rpm_limit: float | None, api_key: str | None
+) -> None:
+    """Serve the offline API simulator, which speaks the 1min.ai contract.
+
+    Point sweeper at it with ONEMIN_API_BASE=http://HOST:PORT.
+
+    \b
+    Example:
+      sweeper serve --port 8765 --latency 0.5
+    """
+    from sweeper.simulator import SimulatorConfig, serve_forever
+
+    config = SimulatorConfig(latency_s=latency, rpm_limit=rpm_limit, api_key=api_key)
+    serve_forever(host, port, config)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option("--x", "x_axis", default=None, help="Axis across the contact sheets' columns.")
+@click.option("--y", "y_axis", default=None, help="Axis down the contact sheets' rows.")
+@click.option(
+    "--thumb",
+    default=256,
+    show_default=True,
+    type=click.IntRange(32, 2048),
+    help="Thumbnail size in pixels.",
+)
+@reports_errors
+def report(run_dir: Path, x_axis: str | None, y_axis: str | None, thumb: int) -> None:
+    """Write contact sheets, an HTML gallery and A/B summaries for the run in DIR.
+
+    \b
+    Example:
+      sweeper report results/demo --x guidance --y seed
+    """
+    from sweeper.report import write_report
+
+    index = write_report(run_dir, x_axis=x_axis, y_axis=y_axis, thumb=thumb)
+    click.echo(f"Report written to {index}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option("--job", "job_id", required=True, help="The job_id to run again.")
+@click.option(
+    "--output-index",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Which output of the job to compare.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Send the request to the built-in simulator instead of the API.",
+)
+@reports_errors
+def reproduce(run_dir: Path, job_id: str, output_index: int, offline: bool) -> None:
+    """Resend the exact recorded request of one job and compare the new image.
+
+    Exit 0 when the new image is identical, 1 when it differs.
+
+    \b
+    Example:
+      sweeper reproduce results/demo --job 3f2a9c0d1e4b5a67 --offline
+    """
+    from sweeper.reproduce import reproduce_job
+
+    sys.exit(reproduce_job(run_dir, job_id, output_index=output_index, offline=offline))
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Output file; .csv, .parquet or .jsonl.",
+)
+@reports_errors
+def export(run_dir: Path, target: Path) -> None:
+    """Rebuild the manifest of DIR from its journal and write it to a file.
+
+    Useful when a run was interrupted before its manifest was written.
+
+    \b
+    Example:
+      sweeper export results/demo --to demo.parquet
+    """
+    from sweeper.manifest import export_manifest
+
+    rows = export_manifest(run_dir, target)
+    click.echo(f"Wrote {rows} rows to {target}")

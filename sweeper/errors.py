@@ -1,0 +1,62 @@
+"""The exception hierarchy every sweeper failure belongs to.
+
+    SweeperError            anything sweeper raises on purpose
+    ├── SpecError           the user's spec or command line is wrong (exit 2)
+    ├── AbortError          the whole run must stop now (exit 3)
+    │   ├── AuthError       the API key is missing or was rejected
+    │   ├── CreditsError    the account is out of credits
+    │   └── InterruptedRun  the user pressed Ctrl-C or the process got SIGTERM
+    ├── TransientError      a failure worth retrying (5xx, 429, reset, timeout)
+    │   └── RateLimited     a 429; carries the server's Retry-After, if any
+    └── JobError            this one job failed for good; the run goes on
+
+Messages never contain the API key.
+"""
+
+from __future__ import annotations
+
+
+class SweeperError(Exception):
+    """Base of every error sweeper raises on purpose."""
+
+    exit_code = 1
+
+
+class SpecError(SweeperError):
+    """The spec file or a command-line value is wrong; nothing was sent."""
+
+    exit_code = 2
+
+
+class AbortError(SweeperError):
+    """The run cannot go on; finished work is kept."""
+
+    exit_code = 3
+
+
+class AuthError(AbortError):
+    """The API key is missing or the API rejected it (401/403)."""
+
+
+class CreditsError(AbortError):
+    """The account has run out of credits (402 or a credits message)."""
+
+
+class InterruptedRun(AbortError):
+    """The user stopped the run (SIGINT/SIGTERM)."""
+
+
+class TransientError(SweeperError):
+    """A failure that may succeed if tried again."""
+
+
+class RateLimited(TransientError):
+    """The server answered 429; `retry_after` is in seconds when it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class JobError(SweeperError):
+    """This job failed for good (invalid request, failed record, dead URL)."""
