@@ -147,7 +147,7 @@ def run(
       export ONEMIN_API_KEY=...
       sweeper run sweeps/demo.yaml --out results/demo-nightly
     """
-    from sweeper.runner import RunOptions, run_from_cli
+    from sweeper.sweep import RunOptions, run_from_cli
 
     options = RunOptions(
         spec_path=spec_path,

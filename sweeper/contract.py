@@ -74,7 +74,11 @@ class Param:
 
 def _coerce_choice(param: Param, value: Any) -> str | None:
     # YAML turns an unquoted 0.25 or 1 into a number; accept it as the string it means.
-    if param.name == "megapixels" and isinstance(value, int | float) and not isinstance(value, bool):
+    if (
+        param.name == "megapixels"
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
         value = _plain(value)
     if isinstance(value, str) and param.name == "format":
         value = value.lower()

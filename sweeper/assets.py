@@ -1,0 +1,51 @@
+"""Upload each distinct local input image once and remember its asset path.
+
+The path is cached in the journal by (API base, file sha256), so a rerun, or any
+number of jobs sharing one photo, uploads nothing more. Concurrent workers asking
+for the same image wait on the one upload in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sweeper.attempts import Attempts
+from sweeper.client import ApiClient
+from sweeper.job import ImageRef
+from sweeper.journal import Journal
+
+
+class AssetUploader:
+    """Give every job the asset path of its input image, uploading on first need."""
+
+    def __init__(self, client: ApiClient, journal: Journal, attempts: Attempts) -> None:
+        self._client = client
+        self._journal = journal
+        self._attempts = attempts
+        self._uploads: dict[str, asyncio.Task[str]] = {}
+
+    async def asset_path(self, image: ImageRef) -> str:
+        """The path to send as imageUrl for `image`."""
+        if not image.is_local:
+            return image.asset_path or image.given
+        assert image.sha256 is not None
+        cached = self._journal.cached_asset(self._client.api_base, image.sha256)
+        if cached:
+            return cached
+        task = self._uploads.get(image.sha256)
+        if task is None or _failed(task):
+            task = asyncio.ensure_future(self._upload(image))
+            self._uploads[image.sha256] = task
+        return await asyncio.shield(task)
+
+    async def _upload(self, image: ImageRef) -> str:
+        assert image.local_path is not None and image.sha256 is not None
+        path = await self._attempts.call(
+            lambda _attempt: self._client.upload_asset(image.local_path), paced=False
+        )
+        self._journal.remember_asset(self._client.api_base, image.sha256, path)
+        return path
+
+
+def _failed(task: asyncio.Task[str]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)

@@ -1,0 +1,233 @@
+"""The worker pool: send jobs concurrently under the rate limit and see each one through.
+
+This is the only module that knows about concurrency. A producer walks the lazy job
+sequence into a small bounded queue (memory stays flat at any sweep size); at most
+`concurrency` workers each take a job, upload its input if needed, submit it with
+retries, and download its outputs. Every state change goes to the journal first:
+a job is marked submitted *before* its request leaves.
+
+A rejected key or exhausted credits stops the pool at once (no new requests); a
+graceful stop (Ctrl-C) lets the jobs in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from sweeper.assets import AssetUploader
+from sweeper.attempts import Attempts, GaveUp
+from sweeper.client import ApiClient, EditResult
+from sweeper.downloads import download_output, output_file_name
+from sweeper.errors import AbortError, InterruptedRun, JobError, SweeperError
+from sweeper.job import Job
+from sweeper.journal import Journal, PendingDownload
+
+Work = Callable[[], Awaitable[None]]
+SETTLED_STATES = frozenset({"succeeded", "generated"})
+YIELD_EVERY = 500
+
+
+@dataclass
+class RunCounts:
+    """Live tallies of this run, read by the progress display."""
+
+    total: int = 0
+    skipped: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    pending: int = 0
+    in_flight: int = 0
+    images: int = 0
+    requests: int = 0
+
+    @property
+    def done(self) -> int:
+        return self.skipped + self.succeeded + self.failed + self.pending
+
+
+def encode_request(body: dict) -> str:
+    """The exact text sent; it is also what the journal and manifest keep."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+class JobRunner:
+    """Runs jobs through upload → submit → download with bounded concurrency."""
+
+    def __init__(
+        self,
+        *,
+        client: ApiClient,
+        session: aiohttp.ClientSession,
+        journal: Journal,
+        attempts: Attempts,
+        run_dir: Path,
+        concurrency: int,
+        request_timeout_s: float,
+        on_change: Callable[[RunCounts], None] = lambda counts: None,
+    ) -> None:
+        self._client = client
+        self._session = session
+        self._journal = journal
+        self._attempts = attempts
+        self._run_dir = run_dir
+        self._concurrency = concurrency
+        self._timeout_s = request_timeout_s
+        self._on_change = on_change
+        self._uploader = AssetUploader(client, journal, attempts)
+        self._stopping = False
+        self.counts = RunCounts()
+        self.abort_error: SweeperError | None = None
+        attempts.stopping = lambda: self._stopping
+
+    def stop(self) -> None:
+        """Send nothing more; jobs already in flight are allowed to finish."""
+        self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    async def run(self, jobs: Iterable[Job], total: int) -> RunCounts:
+        """Finish downloads a previous run left behind, then every unsettled job."""
+        self.counts.total = total
+        queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=self._concurrency * 2)
+        workers = [asyncio.create_task(self._work(queue)) for _ in range(self._concurrency)]
+        try:
+            await self._feed(queue, jobs)
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+        if self.abort_error is not None:
+            raise self.abort_error
+        return self.counts
+
+    async def _feed(self, queue: asyncio.Queue[Work | None], jobs: Iterable[Job]) -> None:
+        for work in self._resumed_downloads():
+            await queue.put(work)
+        states = self._journal.job_states()
+        for seen, job in enumerate(jobs, start=1):
+            if self._stopping:
+                break
+            if states.get(job.job_id) in SETTLED_STATES:
+                self.counts.skipped += 1
+            else:
+                await queue.put(self._job_work(job))
+            if seen % YIELD_EVERY == 0:
+                self._changed()
+                await asyncio.sleep(0)
+        for _ in range(self._concurrency):
+            await queue.put(None)
+
+    def _resumed_downloads(self) -> list[Work]:
+        by_job: dict[str, list[PendingDownload]] = {}
+        for pending in self._journal.pending_downloads():
+            by_job.setdefault(pending.job_id, []).append(pending)
+        for job_id, state in self._journal.job_states().items():
+            if state == "generated" and job_id not in by_job:
+                self._journal.mark_succeeded(job_id, time.time())
+        return [self._downloads_work(job_id, outputs) for job_id, outputs in by_job.items()]
+
+    def _job_work(self, job: Job) -> Work:
+        return lambda: self._process(job)
+
+    def _downloads_work(self, job_id: str, outputs: list[PendingDownload]) -> Work:
+        pairs = [(o.output_index, o.url) for o in outputs]
+        return lambda: self._download_all(job_id, outputs[0].fmt, pairs)
+
+    async def _work(self, queue: asyncio.Queue[Work | None]) -> None:
+        while (work := await queue.get()) is not None:
+            if not self._stopping:
+                await work()
+
+    async def _process(self, job: Job) -> None:
+        try:
+            asset_path = await self._uploader.asset_path(job.image)
+            request_json = encode_request(job.request_body(asset_path))
+            result, latency = await self._attempts.call(
+                lambda attempt: self._send(job, request_json, attempt), paced=True
+            )
+        except InterruptedRun:
+            return
+        except AbortError as error:
+            self._abort(job, error)
+            return
+        except (JobError, GaveUp) as error:
+            self._fail(job.job_id, str(error))
+            return
+        except SweeperError as error:
+            self._abort(job, error)
+            return
+        self._journal.mark_generated(
+            job.job_id, result.record_uuid, result.outputs, time.time(), latency
+        )
+        pairs = [(output.index, output.url) for output in result.outputs]
+        await self._download_all(job.job_id, job.params["format"], pairs)
+
+    async def _send(self, job: Job, request_json: str, attempt: int) -> tuple[EditResult, float]:
+        self._journal.mark_submitted(job.job_id, attempt, request_json, time.time())
+        self.counts.in_flight += 1
+        self.counts.requests += 1
+        self._changed()
+        started = time.monotonic()
+        try:
+            result = await self._client.run_edit(request_json)
+        finally:
+            self.counts.in_flight -= 1
+        return result, time.monotonic() - started
+
+    async def _download_all(self, job_id: str, fmt: str, outputs: list[tuple[int, str]]) -> None:
+        outcomes = await asyncio.gather(
+            *(self._download_one(job_id, index, url, fmt) for index, url in outputs)
+        )
+        lost = [error for status, error in outcomes if status == "lost"]
+        if lost:
+            self._fail(job_id, f"{len(lost)} of {len(outputs)} images lost: {lost[0]}")
+        elif all(status == "done" for status, _ in outcomes):
+            self._journal.mark_succeeded(job_id, time.time())
+            self.counts.succeeded += 1
+        else:
+            self.counts.pending += 1
+        self._changed()
+
+    async def _download_one(self, job_id: str, index: int, url: str, fmt: str) -> tuple[str, str]:
+        file = output_file_name(job_id, index, fmt)
+        try:
+            image = await self._attempts.call(
+                lambda _attempt: download_output(
+                    self._session, url, self._run_dir, file, fmt, timeout_s=self._timeout_s
+                ),
+                paced=False,
+            )
+        except JobError as error:
+            self._journal.mark_output_failed(job_id, index, str(error))
+            return "lost", str(error)
+        except (GaveUp, InterruptedRun) as error:
+            return "pending", str(error)
+        self._journal.mark_output_done(
+            job_id, index, image.file, image.sha256, image.size, image.width, image.height
+        )
+        self.counts.images += 1
+        return "done", ""
+
+    def _fail(self, job_id: str, error: str) -> None:
+        self._journal.mark_failed(job_id, error, time.time())
+        self.counts.failed += 1
+        self._changed()
+
+    def _abort(self, job: Job, error: SweeperError) -> None:
+        """Stop the whole pool; the job that saw it was not billed, so it is marked failed."""
+        if self.abort_error is None:
+            self.abort_error = error
+        self._stopping = True
+        self._journal.mark_failed(job.job_id, f"run aborted: {error}", time.time())
+
+    def _changed(self) -> None:
+        self._on_change(self.counts)
