@@ -23,12 +23,14 @@ class AssetUploader:
         self._journal = journal
         self._attempts = attempts
         self._uploads: dict[str, asyncio.Task[str]] = {}
+        self._inputs_noted: set[str] = set()
 
     async def asset_path(self, image: ImageRef) -> str:
         """The path to send as imageUrl for `image`."""
         if not image.is_local:
             return image.asset_path or image.given
         assert image.sha256 is not None
+        self._remember_input(image)
         cached = self._journal.cached_asset(self._client.api_base, image.sha256)
         if cached:
             return cached
@@ -37,6 +39,12 @@ class AssetUploader:
             task = asyncio.ensure_future(self._upload(image))
             self._uploads[image.sha256] = task
         return await asyncio.shield(task)
+
+    def _remember_input(self, image: ImageRef) -> None:
+        """Note where the input file lives, so `sweeper reproduce --offline` can find it."""
+        if image.sha256 not in self._inputs_noted:
+            self._inputs_noted.add(image.sha256)
+            self._journal.set_meta(f"input:{image.sha256}", str(image.local_path.resolve()))
 
     async def _upload(self, image: ImageRef) -> str:
         assert image.local_path is not None and image.sha256 is not None

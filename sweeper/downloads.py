@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sweeper.client import NETWORK_ERRORS, describe_network_error
 from sweeper.contract import EXTENSIONS, PIL_FORMATS
-from sweeper.errors import JobError, TransientError
+from sweeper.errors import AbortError, JobError, TransientError
 
 CHUNK_BYTES = 256 * 1024
 EXPIRED_MARKERS = ("expired", "accessdenied", "signature")
@@ -62,6 +62,8 @@ async def download_output(
         target = run_dir / file
         target.parent.mkdir(parents=True, exist_ok=True)
         part.replace(target)
+    except OSError as error:
+        raise AbortError(f"cannot write {run_dir / file}: {error.strerror or error}") from None
     finally:
         part.unlink(missing_ok=True)
     return DownloadedImage(file, digest, size, width, height)

@@ -30,7 +30,6 @@ from sweeper.job import Job
 from sweeper.journal import Journal, PendingDownload
 
 Work = Callable[[], Awaitable[None]]
-SETTLED_STATES = frozenset({"succeeded", "generated"})
 YIELD_EVERY = 500
 
 
@@ -98,13 +97,13 @@ class JobRunner:
         """Finish downloads a previous run left behind, then every unsettled job."""
         self.counts.total = total
         queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=self._concurrency * 2)
-        workers = [asyncio.create_task(self._work(queue)) for _ in range(self._concurrency)]
+        tasks = [asyncio.create_task(self._work(queue)) for _ in range(self._concurrency)]
+        tasks.append(asyncio.create_task(self._feed(queue, jobs)))
         try:
-            await self._feed(queue, jobs)
-            await asyncio.gather(*workers)
+            await asyncio.gather(*tasks)
         finally:
-            for worker in workers:
-                worker.cancel()
+            for task in tasks:
+                task.cancel()
         if self.abort_error is not None:
             raise self.abort_error
         return self.counts
@@ -116,9 +115,10 @@ class JobRunner:
         for seen, job in enumerate(jobs, start=1):
             if self._stopping:
                 break
-            if states.get(job.job_id) in SETTLED_STATES:
+            state = states.get(job.job_id)
+            if state == "succeeded":
                 self.counts.skipped += 1
-            else:
+            elif state != "generated":  # generated jobs are finished by _resumed_downloads
                 await queue.put(self._job_work(job))
             if seen % YIELD_EVERY == 0:
                 self._changed()

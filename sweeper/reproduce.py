@@ -1,0 +1,170 @@
+"""Resend one job's exact recorded request and say how the new image compares.
+
+The body sent is the journal's `request_json`, byte for byte. The new image goes to
+`DIR/reproduce/`; the verdict is byte-identical, pixel-identical, or how far it
+differs (mean absolute pixel difference and the share of pixels that differ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageChops, ImageStat
+
+from sweeper.errors import SpecError
+from sweeper.journal import Journal
+
+REPRODUCE_DIR = "reproduce"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How a reproduced image relates to the original."""
+
+    byte_identical: bool
+    pixel_identical: bool
+    mean_abs_diff: float
+    share_differing: float
+    note: str = ""
+
+    @property
+    def identical(self) -> bool:
+        return self.byte_identical or self.pixel_identical
+
+    def describe(self) -> str:
+        if self.byte_identical:
+            return "byte-identical to the original"
+        if self.pixel_identical:
+            return "pixel-identical to the original (the encoded bytes differ)"
+        if self.note:
+            return f"differs: {self.note}"
+        return (
+            f"differs: mean absolute pixel difference {self.mean_abs_diff:.3f} (of 255), "
+            f"{self.share_differing:.2%} of pixels differ"
+        )
+
+
+def reproduce_job(run_dir: Path, job_id: str, *, output_index: int = 0, offline: bool) -> int:
+    """Rerun the job's recorded request; exit code 0 if the image is identical, 1 if not."""
+    recorded = _load_recorded(run_dir, job_id, output_index)
+    comparison = asyncio.run(_reproduce(run_dir, recorded, offline=offline))
+    print(f"job {recorded.job_id} output {output_index}: {comparison.describe()}")
+    print(f"new image: {run_dir / recorded.new_file}")
+    return 0 if comparison.identical else 1
+
+
+@dataclass(frozen=True)
+class RecordedJob:
+    """What the journal says was sent for one job, and the image it produced."""
+
+    job_id: str
+    request_json: str
+    api_base: str
+    original_file: str
+    output_index: int
+    fmt: str
+    input_path: str | None
+
+    @property
+    def asset_path(self) -> str:
+        return json.loads(self.request_json)["promptObject"]["imageUrl"]
+
+    @property
+    def new_file(self) -> str:
+        return f"{REPRODUCE_DIR}/{self.job_id}_{self.output_index}.{Path(self.original_file).suffix[1:]}"
+
+
+def _load_recorded(run_dir: Path, job_id: str, output_index: int) -> RecordedJob:
+    if not (run_dir / "journal.sqlite").is_file():
+        raise SpecError(f"{run_dir}: no journal.sqlite here; is this a sweeper run directory?")
+    with Journal.open(run_dir) as journal:
+        row = journal.job_row(job_id)
+        if row is None:
+            raise SpecError(f"{run_dir}: no job {job_id!r}; the job_id column of manifest.csv lists them")
+        output = _output(row, output_index)
+        input_path = journal.get_meta(f"input:{row['image_sha256']}")
+    if not row.get("request_json"):
+        raise SpecError(f"job {job_id} was never sent, so there is no request to reproduce")
+    return RecordedJob(
+        job_id=job_id,
+        request_json=row["request_json"],
+        api_base=row["api_base"],
+        original_file=output["file"],
+        output_index=output_index,
+        fmt=row["format"],
+        input_path=input_path,
+    )
+
+
+def _output(row: dict[str, Any], output_index: int) -> dict[str, Any]:
+    for output in row.get("outputs", []):
+        if output["output_index"] == output_index and output.get("file"):
+            return output
+    raise SpecError(
+        f"job {row['job_id']} has no downloaded output {output_index} to compare against"
+    )
+
+
+async def _reproduce(run_dir: Path, recorded: RecordedJob, *, offline: bool) -> Comparison:
+    import aiohttp
+
+    from sweeper.client import ApiClient
+    from sweeper.downloads import download_output
+
+    async with _target_for(recorded, offline=offline) as target, aiohttp.ClientSession() as session:
+        client = ApiClient(session, target.base, target.key)
+        result = await client.run_edit(recorded.request_json)
+        output = result.outputs[recorded.output_index]
+        await download_output(session, output.url, run_dir, recorded.new_file, recorded.fmt)
+    return compare_images(run_dir / recorded.original_file, run_dir / recorded.new_file)
+
+
+@asynccontextmanager
+async def _target_for(recorded: RecordedJob, *, offline: bool) -> AsyncIterator[Any]:
+    from sweeper.sweep import OFFLINE_KEY, ApiTarget, api_target_from_env
+
+    if not offline:
+        target = api_target_from_env()
+        if target.base != recorded.api_base:
+            print(
+                f"sweeper: note: this job ran against {recorded.api_base}; "
+                f"now sending to {target.base}",
+                file=sys.stderr,
+            )
+        yield target
+        return
+    from sweeper.simulator import SimulatorConfig, run_simulator
+
+    if recorded.input_path is None or not Path(recorded.input_path).is_file():
+        raise SpecError(
+            f"the input image of job {recorded.job_id} is no longer on disk; "
+            "offline reproduction needs it"
+        )
+    async with run_simulator(SimulatorConfig()) as simulator:
+        simulator.state.register_asset(recorded.asset_path, Path(recorded.input_path).read_bytes())
+        yield ApiTarget(simulator.base_url, OFFLINE_KEY)
+
+
+def compare_images(original: Path, new: Path) -> Comparison:
+    """Byte, then pixel comparison; otherwise measure how far apart the two images are."""
+    if original.read_bytes() == new.read_bytes():
+        return Comparison(True, True, 0.0, 0.0)
+    with Image.open(original) as a_file, Image.open(new) as b_file:
+        a, b = a_file.convert("RGB"), b_file.convert("RGB")
+    if a.size != b.size:
+        note = f"size {b.size[0]}x{b.size[1]} instead of {a.size[0]}x{a.size[1]}"
+        return Comparison(False, False, float("nan"), 1.0, note)
+    difference = ImageChops.difference(a, b)
+    mean = sum(ImageStat.Stat(difference).mean) / 3
+    red, green, blue = difference.split()
+    largest = ImageChops.lighter(red, ImageChops.lighter(green, blue))
+    unchanged = largest.histogram()[0]
+    share = 1 - unchanged / (a.size[0] * a.size[1])
+    return Comparison(False, share == 0, mean, share)
