@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from sweeper import __version__
-from sweeper.errors import SweeperError
+from sweeper.errors import InterruptedRun, SweeperError
 
 SPEC_ARG = click.Path(dir_okay=False, path_type=Path)
 RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
@@ -31,6 +31,9 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except SweeperError as error:
             click.echo(f"sweeper: error: {error}", err=True)
             sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\nsweeper: interrupted; finished work is kept", err=True)
+            sys.exit(InterruptedRun.exit_code)
 
     return wrapper
 
@@ -196,9 +199,22 @@ def status(run_dir: Path) -> None:
     default=None,
     help="Only accept this key (default: accept any non-empty key).",
 )
+@click.option(
+    "--credit-limit",
+    default=None,
+    type=click.IntRange(min=0),
+    help="Answer 402 once this many images have been made.",
+)
+@click.option("--tiny-images", is_flag=True, help="Make 64x64 images (for throughput tests).")
 @reports_errors
 def serve(
-    host: str, port: int, latency: float, rpm_limit: float | None, api_key: str | None
+    host: str,
+    port: int,
+    latency: float,
+    rpm_limit: float | None,
+    api_key: str | None,
+    credit_limit: int | None,
+    tiny_images: bool,
 ) -> None:
     """Serve the offline API simulator, which speaks the 1min.ai contract.
 
@@ -210,7 +226,13 @@ def serve(
     """
     from sweeper.simulator import SimulatorConfig, serve_forever
 
-    config = SimulatorConfig(latency_s=latency, rpm_limit=rpm_limit, api_key=api_key)
+    config = SimulatorConfig(
+        latency_s=latency,
+        rpm_limit=rpm_limit,
+        api_key=api_key,
+        credit_limit=credit_limit,
+        tiny_images=tiny_images,
+    )
     serve_forever(host, port, config)
 
 
