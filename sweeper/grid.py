@@ -1,0 +1,147 @@
+"""Turn a validated spec into its sequence of jobs: counted arithmetically, expanded lazily.
+
+Axis order: the grid axes as written, then the zip group as one axis; the last
+varies fastest. `exclude` drops every combination matching all keys of an entry;
+`sample` then keeps a reproducible random subset (random.Random(seed)), in order.
+A sweep of any size is counted without enumerating it, and expansion is a
+generator, so a million-job grid never sits in memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from sweeper.errors import SpecError
+from sweeper.job import Job, make_job
+from sweeper.spec import IMAGE, SweepSpec
+
+MAX_EXCLUDE_COMBINATIONS = 1_000_000
+
+
+def _dimensions(spec: SweepSpec) -> list[int]:
+    sizes = [len(axis) for _, axis in spec.axes]
+    return [*sizes, len(spec.zip_rows)] if spec.zip_rows else sizes
+
+
+def _values_at(spec: SweepSpec, dim: int, position: int) -> dict[str, Any]:
+    """The parameter values that position `position` of dimension `dim` stands for."""
+    if dim < len(spec.axes):
+        name, axis = spec.axes[dim]
+        return {name: axis[position]}
+    return dict(zip(spec.zip_names, spec.zip_rows[position], strict=True))
+
+
+def _excluded_dims(spec: SweepSpec) -> list[int]:
+    names = {name for entry in spec.exclude for name in entry}
+    dims = [i for i, (name, _) in enumerate(spec.axes) if name in names]
+    if spec.zip_rows and names & set(spec.zip_names):
+        dims.append(len(spec.axes))
+    return dims
+
+
+def _excluded_combinations(spec: SweepSpec, dims: list[int]) -> set[tuple[int, ...]]:
+    """Positions (on the excluded dimensions only) that some exclude entry matches."""
+    sizes = _dimensions(spec)
+    if math.prod(sizes[d] for d in dims) > MAX_EXCLUDE_COMBINATIONS:
+        raise SpecError(
+            f"{spec.source_path}: exclude: the excluded axes have more than "
+            f"{MAX_EXCLUDE_COMBINATIONS:,} combinations; exclude on fewer or shorter axes"
+        )
+    excluded = set()
+    for combo in itertools.product(*(range(sizes[d]) for d in dims)):
+        values: dict[str, Any] = {}
+        for dim, position in zip(dims, combo, strict=True):
+            values |= _values_at(spec, dim, position)
+        if any(all(values[k] == v for k, v in entry.items()) for entry in spec.exclude):
+            excluded.add(combo)
+    return excluded
+
+
+def _kept_count(spec: SweepSpec) -> int:
+    sizes = _dimensions(spec)
+    total = math.prod(sizes)
+    if not spec.exclude:
+        return total
+    dims = _excluded_dims(spec)
+    per_combination = total // math.prod(sizes[d] for d in dims)
+    return total - len(_excluded_combinations(spec, dims)) * per_combination
+
+
+def count_jobs(spec: SweepSpec) -> int:
+    """Jobs the spec runs, after exclude and sample; never enumerates."""
+    kept = _kept_count(spec)
+    return min(kept, spec.sample.n) if spec.sample else kept
+
+
+def check_job_count(spec: SweepSpec, max_jobs: int) -> int:
+    """The job count, or a SpecError when it is zero or above `max_jobs`."""
+    total = count_jobs(spec)
+    if total == 0:
+        raise SpecError(f"{spec.source_path}: exclude: every job is excluded; nothing to run")
+    if total > max_jobs:
+        raise SpecError(
+            f"{spec.source_path}: the sweep expands to {total:,} jobs, more than --max-jobs "
+            f"{max_jobs:,}; add `sample: {{n: ..., seed: ...}}`, narrow the grid, "
+            "or raise --max-jobs"
+        )
+    return total
+
+
+def _kept_positions(spec: SweepSpec) -> Iterator[tuple[int, ...]]:
+    dims = _excluded_dims(spec) if spec.exclude else []
+    excluded = _excluded_combinations(spec, dims) if dims else set()
+    for position in itertools.product(*(range(size) for size in _dimensions(spec))):
+        if excluded and tuple(position[d] for d in dims) in excluded:
+            continue
+        yield position
+
+
+def _selected_positions(spec: SweepSpec) -> Iterator[tuple[int, ...]]:
+    positions = _kept_positions(spec)
+    if spec.sample is None or spec.sample.n >= (kept := _kept_count(spec)):
+        yield from positions
+        return
+    chosen = sorted(random.Random(spec.sample.seed).sample(range(kept), spec.sample.n))
+    wanted = iter(chosen)
+    next_wanted = next(wanted)
+    for number, position in enumerate(positions):
+        if number == next_wanted:
+            yield position
+            next_wanted = next(wanted, -1)
+            if next_wanted < 0:
+                return
+
+
+def iter_params(spec: SweepSpec) -> Iterator[dict[str, Any]]:
+    """Every job's full parameter set (image included), in order, lazily."""
+    for position in _selected_positions(spec):
+        params = dict(spec.fixed)
+        for dim, index in enumerate(position):
+            params |= _values_at(spec, dim, index)
+        yield params
+
+
+def expand_jobs(spec: SweepSpec) -> Iterator[Job]:
+    """The jobs of the sweep, in order, built one at a time."""
+    for index, params in enumerate(iter_params(spec)):
+        image = params.pop(IMAGE)
+        yield make_job(index, spec.model, image, params)
+
+
+def varied_axes(spec: SweepSpec) -> dict[str, Any]:
+    """API name → its values (a sequence, possibly a lazy range), for every varied axis."""
+    axes: dict[str, Any] = dict(spec.axes)
+    for column, name in enumerate(spec.zip_names):
+        axes[name] = [row[column] for row in spec.zip_rows]
+    return axes
+
+
+def count_images(spec: SweepSpec) -> int:
+    """Images the sweep makes: jobs × num_outputs, enumerating only if num_outputs varies."""
+    if "num_outputs" in spec.fixed:
+        return count_jobs(spec) * int(spec.fixed["num_outputs"])
+    return sum(int(params["num_outputs"]) for params in iter_params(spec))
