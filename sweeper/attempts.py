@@ -44,15 +44,17 @@ class Attempts:
     ) -> T:
         """Call `operation(attempt)` until it succeeds or attempts run out.
 
-        `paced` calls wait for the rate limiter before every attempt. Raises GaveUp
-        after the last transient failure, InterruptedRun if the run is stopping.
+        `paced` calls wait for the rate limiter before every attempt and are not
+        started once the run is stopping (InterruptedRun). Raises GaveUp after the
+        last transient failure.
         """
         limit = max_attempts or self.policy.max_attempts
         last: TransientError | None = None
         for attempt in range(1, limit + 1):
             if paced:
                 await self.limiter.acquire()
-            if self.stopping():
+            # Only paid requests stop; downloads of images already paid for go on.
+            if paced and self.stopping():
                 raise InterruptedRun("the run is stopping")
             try:
                 return await operation(attempt)

@@ -54,7 +54,8 @@ class Comparison:
 def reproduce_job(run_dir: Path, job_id: str, *, output_index: int = 0, offline: bool) -> int:
     """Rerun the job's recorded request; exit code 0 if the image is identical, 1 if not."""
     recorded = _load_recorded(run_dir, job_id, output_index)
-    comparison = asyncio.run(_reproduce(run_dir, recorded, offline=offline))
+    input_data = recorded.input_bytes() if offline else None
+    comparison = asyncio.run(_reproduce(run_dir, recorded, input_data))
     print(f"job {recorded.job_id} output {output_index}: {comparison.describe()}")
     print(f"new image: {run_dir / recorded.new_file}")
     return 0 if comparison.identical else 1
@@ -78,16 +79,26 @@ class RecordedJob:
 
     @property
     def new_file(self) -> str:
-        return f"{REPRODUCE_DIR}/{self.job_id}_{self.output_index}.{Path(self.original_file).suffix[1:]}"
+        extension = Path(self.original_file).suffix
+        return f"{REPRODUCE_DIR}/{self.job_id}_{self.output_index}{extension}"
+
+    def input_bytes(self) -> bytes:
+        """The input image, for an offline simulator that never saw the upload."""
+        if self.input_path is None or not Path(self.input_path).is_file():
+            raise SpecError(
+                f"the input image of job {self.job_id} is no longer on disk; "
+                "offline reproduction needs it"
+            )
+        return Path(self.input_path).read_bytes()
 
 
 def _load_recorded(run_dir: Path, job_id: str, output_index: int) -> RecordedJob:
-    if not (run_dir / "journal.sqlite").is_file():
-        raise SpecError(f"{run_dir}: no journal.sqlite here; is this a sweeper run directory?")
-    with Journal.open(run_dir) as journal:
+    with Journal.open_existing(run_dir) as journal:
         row = journal.job_row(job_id)
         if row is None:
-            raise SpecError(f"{run_dir}: no job {job_id!r}; the job_id column of manifest.csv lists them")
+            raise SpecError(
+                f"{run_dir}: no job {job_id!r}; the job_id column of manifest.csv lists them"
+            )
         output = _output(row, output_index)
         input_path = journal.get_meta(f"input:{row['image_sha256']}")
     if not row.get("request_json"):
@@ -112,13 +123,14 @@ def _output(row: dict[str, Any], output_index: int) -> dict[str, Any]:
     )
 
 
-async def _reproduce(run_dir: Path, recorded: RecordedJob, *, offline: bool) -> Comparison:
+async def _reproduce(run_dir: Path, recorded: RecordedJob, input_data: bytes | None) -> Comparison:
     import aiohttp
 
     from sweeper.client import ApiClient
     from sweeper.downloads import download_output
 
-    async with _target_for(recorded, offline=offline) as target, aiohttp.ClientSession() as session:
+    target_for = _target_for(recorded, input_data)
+    async with target_for as target, aiohttp.ClientSession() as session:
         client = ApiClient(session, target.base, target.key)
         result = await client.run_edit(recorded.request_json)
         output = result.outputs[recorded.output_index]
@@ -127,10 +139,11 @@ async def _reproduce(run_dir: Path, recorded: RecordedJob, *, offline: bool) -> 
 
 
 @asynccontextmanager
-async def _target_for(recorded: RecordedJob, *, offline: bool) -> AsyncIterator[Any]:
+async def _target_for(recorded: RecordedJob, input_data: bytes | None) -> AsyncIterator[Any]:
+    """The real API from the environment, or (given the input's bytes) a fresh simulator."""
     from sweeper.sweep import OFFLINE_KEY, ApiTarget, api_target_from_env
 
-    if not offline:
+    if input_data is None:
         target = api_target_from_env()
         if target.base != recorded.api_base:
             print(
@@ -142,13 +155,8 @@ async def _target_for(recorded: RecordedJob, *, offline: bool) -> AsyncIterator[
         return
     from sweeper.simulator import SimulatorConfig, run_simulator
 
-    if recorded.input_path is None or not Path(recorded.input_path).is_file():
-        raise SpecError(
-            f"the input image of job {recorded.job_id} is no longer on disk; "
-            "offline reproduction needs it"
-        )
     async with run_simulator(SimulatorConfig()) as simulator:
-        simulator.state.register_asset(recorded.asset_path, Path(recorded.input_path).read_bytes())
+        simulator.state.register_asset(recorded.asset_path, input_data)
         yield ApiTarget(simulator.base_url, OFFLINE_KEY)
 
 

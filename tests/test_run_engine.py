@@ -1,0 +1,187 @@
+"""End-to-end runs of the engine against the simulator over real HTTP on loopback.
+
+Each test starts the simulator on an ephemeral port, runs a small sweep through
+`execute_sweep` (the same code `sweeper run` uses) and checks what landed on disk
+against what the simulator says it produced and was asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweeper.errors import AuthError, CreditsError
+from sweeper.progress import ProgressReporter
+from sweeper.retry import RetryPolicy
+from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
+from sweeper.spec import load_spec
+from sweeper.sweep import ApiTarget, PoolSettings, execute_sweep
+
+REPO = Path(__file__).resolve().parent.parent
+PHOTO = REPO / "sweeps" / "inputs" / "astronaut.jpg"
+KEY = "sk-test-SENTINEL-7f3a9c"
+FAST_RETRIES = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
+
+
+def write_spec(folder: Path, seeds: list[int], *, outputs: int = 2, name: str = "engine") -> Path:
+    spec = folder / f"{name}.yaml"
+    spec.write_text(
+        f"name: {name}\n"
+        "params:\n"
+        f"  image: {PHOTO}\n"
+        "  prompt: a quiet study of depth\n"
+        "  megapixels: '0.25'\n"
+        "  format: png\n"
+        f"  num_outputs: {outputs}\n"
+        "grid:\n"
+        f"  seed: {json.dumps(seeds)}\n"
+        "  guidance: [2.5, 5]\n"
+        "run:\n"
+        "  concurrency: 4\n"
+        "  requests_per_minute: null\n"
+    )
+    return spec
+
+
+async def run_sweep(spec_path: Path, run_dir: Path, base_url: str, *, key: str = KEY):
+    from sweeper.grid import count_jobs
+
+    spec = load_spec(spec_path)
+    settings = PoolSettings(
+        concurrency=4, requests_per_minute=None, max_attempts=4, request_timeout_s=5
+    )
+    return await execute_sweep(
+        spec,
+        run_dir,
+        ApiTarget(base_url, key),
+        settings,
+        count_jobs(spec),
+        retry_policy=FAST_RETRIES,
+        reporter=ProgressReporter(live=False, interval_s=1e9),
+    )
+
+
+def manifest(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(run_dir / "manifest.parquet")
+
+
+def feature_requests(sim) -> int:
+    return sim.state.counters["features"]
+
+
+async def test_faulty_run_keeps_exactly_what_the_simulator_produced(tmp_path):
+    spec = write_spec(tmp_path, [1, 2, 3])
+    faults = [
+        FaultRule("features", "status", status=500),
+        FaultRule("features", "rate_limit", retry_after="0"),
+        FaultRule("features", "reset"),
+        FaultRule("features", "html_502"),
+        FaultRule("storage", "truncated"),
+        FaultRule("assets", "status", status=503),
+    ]
+    async with run_simulator(SimulatorConfig(faults=faults)) as sim:
+        summary = await run_sweep(spec, tmp_path / "run", sim.base_url)
+        produced = dict(sim.state.produced)
+    assert summary.outcome == "complete"
+    rows = manifest(tmp_path / "run")
+    assert len(rows) == 12 and set(rows["status"]) == {"succeeded"}
+    for row in rows.itertuples():
+        image = produced[row.remote_path]
+        data = (tmp_path / "run" / row.file).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == row.sha256 == image.sha256
+        assert image.params["seed"] == row.seed
+        assert image.params["guidance"] == row.guidance
+        assert image.output_index == row.output_index
+        assert json.loads(row.request_json)["promptObject"]["seed"] == row.seed
+    assert not list((tmp_path / "run" / "tmp").glob("*"))
+
+
+async def test_rerun_of_a_finished_sweep_sends_nothing(tmp_path):
+    spec = write_spec(tmp_path, [1, 2])
+    async with run_simulator(SimulatorConfig()) as sim:
+        await run_sweep(spec, tmp_path / "run", sim.base_url)
+        sent = (feature_requests(sim), sim.state.counters["uploads"])
+        again = await run_sweep(spec, tmp_path / "run", sim.base_url)
+        assert (feature_requests(sim), sim.state.counters["uploads"]) == sent
+    assert again.requests == 0 and again.skipped == 4
+    assert len(manifest(tmp_path / "run")) == 8
+
+
+async def test_extending_a_spec_runs_only_the_new_jobs(tmp_path):
+    async with run_simulator(SimulatorConfig()) as sim:
+        await run_sweep(write_spec(tmp_path, [1, 2]), tmp_path / "run", sim.base_url)
+        before = feature_requests(sim)
+        extended = await run_sweep(write_spec(tmp_path, [1, 2, 3]), tmp_path / "run", sim.base_url)
+        assert feature_requests(sim) - before == 2
+    assert extended.skipped == 4 and extended.succeeded == 2
+    assert len(manifest(tmp_path / "run")) == 12
+
+
+async def test_a_rejected_key_aborts_before_more_than_concurrency_requests(tmp_path):
+    spec = write_spec(tmp_path, list(range(1, 11)))
+    async with run_simulator(SimulatorConfig(api_key="the-right-key")) as sim:
+        with pytest.raises(AuthError) as raised:
+            await run_sweep(spec, tmp_path / "run", sim.base_url, key=KEY)
+        sent = sim.state.counters["features"] + sim.state.counters["uploads"]
+    assert sent <= 4
+    assert KEY not in str(raised.value)
+    assert (tmp_path / "run" / "manifest.csv").is_file()
+
+
+async def test_a_key_rejected_mid_run_stops_new_requests(tmp_path):
+    spec = write_spec(tmp_path, list(range(1, 21)), outputs=1)
+    fault = FaultRule("features", "status", status=401, times=1000, after=5)
+    async with run_simulator(SimulatorConfig(faults=[fault])) as sim:
+        with pytest.raises(AuthError):
+            await run_sweep(spec, tmp_path / "run", sim.base_url)
+        assert feature_requests(sim) <= 5 + 4
+    rows = manifest(tmp_path / "run")
+    assert (rows["status"] == "succeeded").sum() >= 1
+
+
+async def test_exhausted_credits_abort_and_keep_what_was_paid_for(tmp_path):
+    spec = write_spec(tmp_path, list(range(1, 9)), outputs=1)
+    async with run_simulator(SimulatorConfig(credit_limit=5)) as sim:
+        with pytest.raises(CreditsError):
+            await run_sweep(spec, tmp_path / "run", sim.base_url)
+    rows = manifest(tmp_path / "run")
+    assert (rows["status"] == "succeeded").sum() == 5
+    for row in rows[rows["status"] == "succeeded"].itertuples():
+        assert (tmp_path / "run" / row.file).is_file()
+
+
+async def test_a_bad_request_fails_that_job_only(tmp_path):
+    spec = write_spec(tmp_path, [1, 2, 3], outputs=1)
+    fault = FaultRule("features", "status", status=422, message="guidance is not allowed")
+    async with run_simulator(SimulatorConfig(faults=[fault])) as sim:
+        summary = await run_sweep(spec, tmp_path / "run", sim.base_url)
+        assert feature_requests(sim) == 6
+    assert (summary.succeeded, summary.failed) == (5, 1)
+    failed = manifest(tmp_path / "run").query("status == 'failed'")
+    assert "guidance is not allowed" in failed["error"].iloc[0]
+
+
+async def test_an_expired_download_link_fails_the_job_without_resending(tmp_path):
+    spec = write_spec(tmp_path, [1], outputs=1)
+    async with run_simulator(SimulatorConfig(faults=[FaultRule("storage", "expired")])) as sim:
+        summary = await run_sweep(spec, tmp_path / "run", sim.base_url)
+        assert feature_requests(sim) == 2
+    assert (summary.succeeded, summary.failed) == (1, 1)
+    assert "expired" in manifest(tmp_path / "run").query("status == 'failed'")["error"].iloc[0]
+
+
+async def test_the_key_never_reaches_disk_output_or_storage(tmp_path, capsys):
+    spec = write_spec(tmp_path, [1, 2])
+    fault = FaultRule("features", "status", status=400, message="bad seed")
+    async with run_simulator(SimulatorConfig(faults=[fault])) as sim:
+        await run_sweep(spec, tmp_path / "run", sim.base_url)
+        assert sim.state.counters["storage_requests_with_key"] == 0
+    captured = capsys.readouterr()
+    assert KEY not in captured.out + captured.err
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert KEY.encode() not in path.read_bytes(), path
