@@ -19,8 +19,6 @@ from sweeper.errors import SpecError
 from sweeper.job import Job, make_job
 from sweeper.spec import IMAGE, SweepSpec
 
-MAX_EXCLUDE_COMBINATIONS = 1_000_000
-
 
 def _dimensions(spec: SweepSpec) -> list[int]:
     sizes = [len(axis) for _, axis in spec.axes]
@@ -35,40 +33,52 @@ def _values_at(spec: SweepSpec, dim: int, position: int) -> dict[str, Any]:
     return dict(zip(spec.zip_names, spec.zip_rows[position], strict=True))
 
 
-def _excluded_dims(spec: SweepSpec) -> list[int]:
-    names = {name for entry in spec.exclude for name in entry}
-    dims = [i for i, (name, _) in enumerate(spec.axes) if name in names]
-    if spec.zip_rows and names & set(spec.zip_names):
-        dims.append(len(spec.axes))
-    return dims
+MAX_EXCLUDE_ENTRIES = 24
 
 
-def _excluded_combinations(spec: SweepSpec, dims: list[int]) -> set[tuple[int, ...]]:
-    """Positions (on the excluded dimensions only) that some exclude entry matches."""
-    sizes = _dimensions(spec)
-    if math.prod(sizes[d] for d in dims) > MAX_EXCLUDE_COMBINATIONS:
+def _matching(spec: SweepSpec, constraints: dict[str, Any]) -> int:
+    """How many grid × zip combinations have every constrained parameter at its value."""
+    total = 1
+    for name, axis in spec.axes:
+        total *= (1 if constraints[name] in axis else 0) if name in constraints else len(axis)
+    if spec.zip_rows:
+        columns = {name: i for i, name in enumerate(spec.zip_names)}
+        zipped = {k: v for k, v in constraints.items() if k in columns}
+        total *= sum(all(row[columns[k]] == v for k, v in zipped.items()) for row in spec.zip_rows)
+    return total
+
+
+def _excluded_count(spec: SweepSpec) -> int:
+    """Combinations matching at least one exclude entry, by inclusion-exclusion.
+
+    Entries whose constraints conflict match nothing together, so those branches
+    (and all their supersets) are pruned.
+    """
+    entries = spec.exclude
+    if len(entries) > MAX_EXCLUDE_ENTRIES:
         raise SpecError(
-            f"{spec.source_path}: exclude: the excluded axes have more than "
-            f"{MAX_EXCLUDE_COMBINATIONS:,} combinations; exclude on fewer or shorter axes"
+            f"{spec.source_path}: exclude: more than {MAX_EXCLUDE_ENTRIES} entries; "
+            "narrow the grid instead"
         )
-    excluded = set()
-    for combo in itertools.product(*(range(sizes[d]) for d in dims)):
-        values: dict[str, Any] = {}
-        for dim, position in zip(dims, combo, strict=True):
-            values |= _values_at(spec, dim, position)
-        if any(all(values[k] == v for k, v in entry.items()) for entry in spec.exclude):
-            excluded.add(combo)
-    return excluded
+
+    def extend(start: int, merged: dict[str, Any], size: int) -> int:
+        total = 0
+        for i in range(start, len(entries)):
+            entry = entries[i]
+            if any(k in merged and merged[k] != v for k, v in entry.items()):
+                continue
+            combined = merged | entry
+            matches = _matching(spec, combined)
+            if matches:
+                total += (-1) ** size * matches + extend(i + 1, combined, size + 1)
+        return total
+
+    return extend(0, {}, 0)
 
 
 def _kept_count(spec: SweepSpec) -> int:
-    sizes = _dimensions(spec)
-    total = math.prod(sizes)
-    if not spec.exclude:
-        return total
-    dims = _excluded_dims(spec)
-    per_combination = total // math.prod(sizes[d] for d in dims)
-    return total - len(_excluded_combinations(spec, dims)) * per_combination
+    total = math.prod(_dimensions(spec))
+    return total - _excluded_count(spec) if spec.exclude else total
 
 
 def count_jobs(spec: SweepSpec) -> int:
@@ -92,12 +102,17 @@ def check_job_count(spec: SweepSpec, max_jobs: int) -> int:
 
 
 def _kept_positions(spec: SweepSpec) -> Iterator[tuple[int, ...]]:
-    dims = _excluded_dims(spec) if spec.exclude else []
-    excluded = _excluded_combinations(spec, dims) if dims else set()
     for position in itertools.product(*(range(size) for size in _dimensions(spec))):
-        if excluded and tuple(position[d] for d in dims) in excluded:
+        if spec.exclude and _is_excluded(spec, position):
             continue
         yield position
+
+
+def _is_excluded(spec: SweepSpec, position: tuple[int, ...]) -> bool:
+    values: dict[str, Any] = {}
+    for dim, index in enumerate(position):
+        values |= _values_at(spec, dim, index)
+    return any(all(values[k] == v for k, v in entry.items()) for entry in spec.exclude)
 
 
 def _selected_positions(spec: SweepSpec) -> Iterator[tuple[int, ...]]:

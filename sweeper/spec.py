@@ -313,6 +313,14 @@ def _zip_group(checker: _Checker, raw: dict[str, list[Any]]) -> tuple[tuple, tup
         sizes = ", ".join(f"{k}: {len(c)}" for k, c in zip(raw, columns, strict=True))
         raise checker.fail("zip", f"lists must have equal lengths (got {sizes})")
     rows = tuple(zip(*columns, strict=True))
+    first_seen: dict[tuple, int] = {}
+    for number, row in enumerate(rows):
+        key = tuple(v.identity if isinstance(v, ImageRef) else v for v in row)
+        if key in first_seen:
+            raise checker.fail(
+                "zip", f"row {number} repeats row {first_seen[key]} (got {row!r}); list it once"
+            )
+        first_seen[key] = number
     return tuple(names), rows
 
 
