@@ -99,6 +99,8 @@ class Journal:
             connection = sqlite3.connect(path, isolation_level=None)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            # Job ids are random hashes: inserts land all over the index, so keep it cached.
+            connection.execute("PRAGMA cache_size=-65536")
             connection.executescript(SCHEMA)
         except sqlite3.DatabaseError as error:
             raise SpecError(f"{path}: not a usable sweeper journal ({error})") from error

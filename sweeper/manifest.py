@@ -60,7 +60,8 @@ def manifest_frame(journal: Journal) -> pd.DataFrame:
     for name in ("guidance", "latency_s"):
         frame[name] = frame[name].astype("float64")
     for name in ("submitted_at", "finished_at"):
-        frame[name] = pd.to_datetime(frame[name], unit="s", utc=True)
+        # An explicit unit: pandas 2 and 3 infer different resolutions.
+        frame[name] = pd.to_datetime(frame[name], unit="s", utc=True).astype("datetime64[us, UTC]")
     for name in TEXT_COLUMNS:
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     frame["megapixels"] = frame["megapixels"].astype(str)

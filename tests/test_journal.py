@@ -1,0 +1,181 @@
+"""The journal's state machine, crash safety, and the manifest, status and export built on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from sweeper.cli import main
+from sweeper.contract import PARAMS
+from sweeper.job import ImageRef, make_job
+from sweeper.journal import Journal, RemoteOutput
+from sweeper.manifest import COLUMNS, manifest_frame, write_manifest
+
+IMAGE = ImageRef(given="inputs/a.jpg", sha256="ab" * 32)
+BASE = "http://127.0.0.1:1"
+
+
+def job(index: int, outputs: int = 1):
+    params = {name: p.default for name, p in PARAMS.items()} | {
+        "prompt": "p",
+        "seed": index,
+        "num_outputs": outputs,
+    }
+    return make_job(index, "black-forest-labs/flux-depth-dev", IMAGE, params)
+
+
+def request_json(asset: str = "development/images/a.jpg") -> str:
+    return json.dumps({"promptObject": {"imageUrl": asset, "seed": 1}})
+
+
+def finish(journal: Journal, j, *, outputs: int = 1) -> None:
+    journal.mark_submitted(j.job_id, 1, request_json(), 100.0)
+    remote = [
+        RemoteOutput(k, f"development/images/{j.job_id}_{k}.webp", "u") for k in range(outputs)
+    ]
+    journal.mark_generated(j.job_id, "uuid-1", remote, 101.0, 1.0)
+    for k in range(outputs):
+        journal.mark_output_done(j.job_id, k, f"images/{j.job_id}_{k}.webp", "ff", 10, 4, 4)
+    journal.mark_succeeded(j.job_id, 102.0)
+
+
+def test_add_jobs_is_idempotent(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        assert journal.add_jobs((job(i) for i in range(10)), BASE) == 10
+        assert journal.add_jobs((job(i) for i in range(12)), BASE) == 2
+        assert journal.counts() == {"planned": 12}
+
+
+def test_states_move_forward_and_pending_downloads_are_listed(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        a, b, c = job(1, outputs=2), job(2), job(3)
+        journal.add_jobs([a, b, c], BASE)
+        finish(journal, a, outputs=2)
+        journal.mark_submitted(b.job_id, 1, request_json(), 1.0)
+        journal.mark_generated(b.job_id, "u", [RemoteOutput(0, "r", "url")], 2.0, 0.5)
+        journal.mark_submitted(c.job_id, 2, request_json(), 1.0)
+        journal.mark_failed(c.job_id, "400: bad seed", 3.0)
+        assert journal.job_states() == {
+            a.job_id: "succeeded",
+            b.job_id: "generated",
+            c.job_id: "failed",
+        }
+        [pending] = journal.pending_downloads()
+        assert (pending.job_id, pending.url, pending.fmt) == (b.job_id, "url", "webp")
+        row = journal.job_row(a.job_id)
+        assert row["asset_path"] == "development/images/a.jpg"
+        assert [o["status"] for o in row["outputs"]] == ["done", "done"]
+
+
+def test_asset_cache_is_per_api_base(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        journal.remember_asset(BASE, "ab", "development/images/x.jpg")
+        assert journal.cached_asset(BASE, "ab") == "development/images/x.jpg"
+        assert journal.cached_asset("https://api.1min.ai", "ab") is None
+
+
+def test_a_journal_from_a_newer_sweeper_is_refused(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        journal.set_meta("schema_version", 99)
+    with pytest.raises(Exception, match="newer sweeper"):
+        Journal.open(tmp_path)
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_journal import BASE, job, finish
+from sweeper.journal import Journal
+journal = Journal.open(__import__("pathlib").Path({run_dir!r}))
+journal.add_jobs((job(i) for i in range(100_000)), BASE)
+for i in range(100_000):
+    finish(journal, job(i))
+    print(i, flush=True)
+"""
+
+
+def test_kill_9_keeps_every_committed_change(tmp_path):
+    code = WRITER.format(tests=str(Path(__file__).parent), run_dir=str(tmp_path))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    for _ in range(50):  # wait until 50 jobs are reported finished
+        last = child.stdout.readline()
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    with Journal.open(tmp_path) as journal:
+        counts = journal.counts()
+    assert counts.get("succeeded", 0) >= int(last) + 1
+    assert sum(counts.values()) == 100_000
+
+
+def test_the_key_is_never_in_the_journal(tmp_path, monkeypatch):
+    monkeypatch.setenv("ONEMIN_API_KEY", "sk-SENTINEL-journal")
+    with Journal.open(tmp_path) as journal:
+        journal.add_jobs([job(1)], BASE)
+        finish(journal, job(1))
+    for path in tmp_path.iterdir():
+        assert b"sk-SENTINEL-journal" not in path.read_bytes()
+
+
+def test_manifest_columns_types_and_rows(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        done, failed, planned = job(1, outputs=2), job(2), job(3)
+        journal.add_jobs([done, failed, planned], BASE)
+        finish(journal, done, outputs=2)
+        journal.mark_failed(failed.job_id, "400: nope", 5.0, attempts=1)
+        frame = write_manifest(journal, tmp_path)
+    assert list(frame.columns) == COLUMNS
+    assert frame["status"].tolist() == ["succeeded", "succeeded", "failed", "pending"]
+    assert frame.loc[2, "error"] == "400: nope" and frame.loc[2, "file"] is None
+    schema = pq.read_schema(tmp_path / "manifest.parquet")
+    assert str(schema.field("megapixels").type) in ("string", "large_string")
+    assert str(schema.field("seed").type) == "int64"
+    assert str(schema.field("go_fast").type) == "bool"
+    assert str(schema.field("submitted_at").type) == "timestamp[us, tz=UTC]"
+    csv_text = (tmp_path / "manifest.csv").read_text()
+    assert csv_text.splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_manifest_of_100k_rows_is_fast(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        journal.add_jobs((job(i) for i in range(100_000)), BASE)
+        started = time.perf_counter()
+        frame = write_manifest(journal, tmp_path)
+        assert len(frame) == 100_000
+        assert time.perf_counter() - started < 10
+
+
+def test_status_and_export_through_the_cli(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        jobs = [job(i) for i in range(4)]
+        journal.add_jobs(jobs, BASE)
+        finish(journal, jobs[0])
+        journal.mark_failed(jobs[1].job_id, "400: nope", 5.0)
+        journal.mark_failed(jobs[2].job_id, "400: nope", 5.0)
+        journal.mark_submitted(jobs[3].job_id, 1, request_json(), 1.0)
+    result = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "failed x2: 400: nope" in result.stdout
+    assert "may have been billed" in result.stdout
+    assert "a rerun would send 3 requests" in result.stdout
+    for suffix in ("csv", "parquet", "jsonl"):
+        target = tmp_path / f"out.{suffix}"
+        result = CliRunner().invoke(main, ["export", str(tmp_path), "--to", str(target)])
+        assert result.exit_code == 0 and "Wrote 4 rows" in result.stdout
+    with Journal.open(tmp_path) as journal:
+        assert len(manifest_frame(journal)) == 4
+
+
+def test_status_of_a_folder_that_is_not_a_run(tmp_path):
+    result = CliRunner().invoke(main, ["status", str(tmp_path)])
+    assert result.exit_code == 2 and "is this a sweeper run directory" in result.stderr
+    result = CliRunner().invoke(main, ["export", str(tmp_path), "--to", "x.txt"])
+    assert result.exit_code == 2 and "unknown format .txt" in result.stderr
