@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sweeper.axes import Axis, ListAxis, RangeAxis
-from sweeper.contract import ASSET_PREFIX, MODEL, PARAMS
+from sweeper.contract import ASSET_PREFIX, MAX_UPLOAD_BYTES, MODEL, PARAMS
 from sweeper.errors import SpecError
 from sweeper.job import ImageRef
 
@@ -211,8 +211,26 @@ class _Checker:
                 "spec's folder, or use asset:PATH for an uploaded asset",
             )
         if local not in self.hashes:
+            self.check_image_file(local, value, where)
             self.hashes[local] = hashlib.sha256(local.read_bytes()).hexdigest()
         return ImageRef(given=value, local_path=local, sha256=self.hashes[local])
+
+    def check_image_file(self, local: Path, value: str, where: str) -> None:
+        """Refuse now what the API would refuse on every job: too big, or not an image."""
+        from PIL import Image, UnidentifiedImageError
+
+        size = local.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise self.fail(
+                where, f"{value!r} is {size / 2**20:.1f} MB; the API accepts images up to 50 MB"
+            )
+        try:
+            with Image.open(local) as image:
+                image.verify()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise self.fail(
+                where, f"{value!r} is not an image file Pillow can read ({error})"
+            ) from None
 
     def axis(self, name: str, raw: Any, where: str) -> Axis:
         if isinstance(raw, dict):

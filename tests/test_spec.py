@@ -111,6 +111,10 @@ BAD_SPECS = {
         "name: s\nparams: {image: nowhere.jpg, prompt: p}\n",
         ["params.image", "no such file", "nowhere.jpg"],
     ),
+    "image that is not an image": (
+        "name: s\nparams: {image: spec.yaml, prompt: p}\n",
+        ["params.image", "'spec.yaml' is not an image file"],
+    ),
     "missing prompt": (with_image("name: s\nparams: {image: IMAGE}\n"), ["prompt", "required"]),
     "missing image": ("name: s\nparams: {prompt: p}\n", ["image", "required"]),
     "missing name": (with_image("params: {image: IMAGE, prompt: p}\n"), ["name", "missing"]),
@@ -187,3 +191,10 @@ def test_unquoted_megapixels_become_the_strings_the_api_wants(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text(GOOD + "  megapixels: [0.25, 1]\n")
     assert list(dict(load_spec(spec).axes)["megapixels"]) == ["0.25", "1"]
+
+
+def test_an_image_over_the_upload_cap_is_refused_before_anything_is_sent(tmp_path):
+    with (tmp_path / "huge.jpg").open("wb") as sparse:
+        sparse.truncate(50 * 1024 * 1024 + 1)
+    result = plan_of(tmp_path, "name: s\nparams: {image: huge.jpg, prompt: p}\n")
+    assert_one_line_error(result, "params.image", "'huge.jpg' is 50.0 MB", "up to 50 MB")
