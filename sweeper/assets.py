@@ -2,15 +2,18 @@
 
 The path is cached in the journal by (API base, file sha256), so a rerun, or any
 number of jobs sharing one photo, uploads nothing more. Concurrent workers asking
-for the same image wait on the one upload in progress.
+for the same image wait on the one upload in progress. An upload that fails
+transiently on every attempt stops the run: every job needs its input, so an
+unreachable API would otherwise be retried job after job, for nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from sweeper.attempts import Attempts
+from sweeper.attempts import Attempts, GaveUp
 from sweeper.client import ApiClient
+from sweeper.errors import UploadFailed
 from sweeper.job import ImageRef
 from sweeper.journal import Journal
 
@@ -48,9 +51,15 @@ class AssetUploader:
 
     async def _upload(self, image: ImageRef) -> str:
         assert image.local_path is not None and image.sha256 is not None
-        path = await self._attempts.call(
-            lambda _attempt: self._client.upload_asset(image.local_path), paced=False
-        )
+        try:
+            path = await self._attempts.call(
+                lambda _attempt: self._client.upload_asset(image.local_path), paced=False
+            )
+        except GaveUp as error:
+            raise UploadFailed(
+                f"could not upload {image.given} to {self._client.api_base} ({error}); "
+                "no edit was sent. Check the network and ONEMIN_API_BASE, then run again"
+            ) from None
         self._journal.remember_asset(self._client.api_base, image.sha256, path)
         return path
 

@@ -5,6 +5,7 @@
     ├── AbortError          the whole run must stop now (exit 3)
     │   ├── AuthError       the API key is missing or was rejected
     │   ├── CreditsError    the account is out of credits
+    │   ├── UploadFailed    an input image could not be uploaded, so no job can run
     │   └── InterruptedRun  the user pressed Ctrl-C or the process got SIGTERM
     ├── TransientError      a failure worth retrying (5xx, 429, reset, timeout)
     │   └── RateLimited     a 429; carries the server's Retry-After, if any
@@ -40,6 +41,10 @@ class AuthError(AbortError):
 
 class CreditsError(AbortError):
     """The account has run out of credits (402 or a credits message)."""
+
+
+class UploadFailed(AbortError):
+    """Every attempt to upload an input image failed: the API is down or unreachable."""
 
 
 class InterruptedRun(AbortError):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeper.errors import AuthError, CreditsError
+from sweeper.errors import AuthError, CreditsError, UploadFailed
 from sweeper.progress import ProgressReporter
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
@@ -152,6 +152,17 @@ async def test_exhausted_credits_abort_and_keep_what_was_paid_for(tmp_path):
     assert (rows["status"] == "succeeded").sum() == 5
     for row in rows[rows["status"] == "succeeded"].itertuples():
         assert (tmp_path / "run" / row.file).is_file()
+
+
+async def test_an_upload_that_never_succeeds_stops_the_run_before_any_edit(tmp_path):
+    spec = write_spec(tmp_path, list(range(1, 11)), outputs=1)
+    fault = FaultRule("assets", "status", status=503, times=1000)
+    async with run_simulator(SimulatorConfig(faults=[fault])) as sim:
+        with pytest.raises(UploadFailed, match="no edit was sent"):
+            await run_sweep(spec, tmp_path / "run", sim.base_url)
+        assert feature_requests(sim) == 0
+        assert sim.state.counters["uploads"] <= FAST_RETRIES.max_attempts
+    assert set(manifest(tmp_path / "run")["status"]) <= {"failed", "pending"}
 
 
 async def test_a_bad_request_fails_that_job_only(tmp_path):
