@@ -18,6 +18,8 @@ from sweeper.job import Job
 from sweeper.spec import SweepSpec, load_spec
 
 SHOWN_VALUES = 8
+# The spec's own aliases, so a table of many axes still fits 80 columns.
+SHORT_HEADERS = {"num_inference_steps": "steps", "output_quality": "quality"}
 # Without a rate cap the API's own latency bounds a run; this is our working guess.
 ASSUMED_LATENCY_S = 20.0
 
@@ -100,11 +102,13 @@ def _print_csv(rows: list[dict[str, Any]]) -> None:
 
 
 def _print_table(plan: dict[str, Any], rows: list[dict[str, Any]], spec: SweepSpec) -> None:
+    from rich.box import SIMPLE_HEAD
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{plan['name']}[/]: {plan['jobs']:,} jobs, {plan['images']:,} images")
+    counts = f"{_counted(plan['jobs'], 'job')}, {_counted(plan['images'], 'image')}"
+    console.print(f"[bold]{plan['name']}[/]: {counts}{_sample_note(spec, plan['jobs'])}")
     for name, values in plan["axes"].items():
         console.print(f"  {name}: {', '.join(map(str, values))}")
     fixed = ", ".join(f"{k}={v}" for k, v in _fixed(spec).items() if k not in spec.varied)
@@ -112,9 +116,26 @@ def _print_table(plan: dict[str, Any], rows: list[dict[str, Any]], spec: SweepSp
     console.print(f"duration: {plan['estimate']}")
     if not rows:
         return
-    table = Table(title=f"first {len(rows)} of {plan['jobs']:,} jobs")
+    table = Table(
+        title=f"first {len(rows)} of {_counted(plan['jobs'], 'job')}",
+        box=SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+    )
     for column in rows[0]:
-        table.add_column(column, no_wrap=column == "job_id")
+        # A job id is what a user copies into `sweeper reproduce`: never cut it.
+        width = len(str(rows[0][column])) if column == "job_id" else None
+        table.add_column(SHORT_HEADERS.get(column, column), no_wrap=True, min_width=width)
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def _sample_note(spec: SweepSpec, jobs: int) -> str:
+    if spec.sample is None or spec.sample.n <= jobs:
+        return ""
+    return f" (sample.n is {spec.sample.n:,}, more than there are: every job runs)"

@@ -75,7 +75,11 @@ class ProgressReporter:
     def start(self, total: int) -> None:
         self._started = time.monotonic()
         if not self._live:
-            print(f"sweeper: starting {total} jobs", file=sys.stderr, flush=True)
+            print(
+                f"sweeper: starting {total} job{'' if total == 1 else 's'}",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -113,7 +117,9 @@ def print_summary(summary: RunSummary) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"sweep {summary.outcome}", show_header=False)
+    # The abort's reason is printed once, as the error line; the title stays short.
+    headline = summary.outcome.partition(":")[0]
+    table = Table(title=f"sweep {headline}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
     rows = [
