@@ -19,6 +19,13 @@ from sweeper.errors import InterruptedRun, SweeperError
 
 SPEC_ARG = click.Path(dir_okay=False, path_type=Path)
 RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
+max_jobs_option = click.option(
+    "--max-jobs",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Refuse a spec that expands to more jobs than this (counted before expanding).",
+)
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,13 +63,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=SPEC_ARG)
-@click.option(
-    "--max-jobs",
-    default=100_000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Refuse a spec that expands to more jobs than this.",
-)
+@max_jobs_option
 @click.option(
     "--limit",
     default=20,
@@ -120,13 +121,7 @@ def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
     default=None,
     help="Requests per minute at most (overrides run.requests_per_minute).",
 )
-@click.option(
-    "--max-jobs",
-    default=100_000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Refuse a spec that expands to more jobs than this.",
-)
+@max_jobs_option
 @reports_errors
 def run(
     spec_path: Path,
