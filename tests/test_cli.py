@@ -1,0 +1,95 @@
+"""The command line as a person meets it: help text, usage mistakes, and what a run prints."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sweeper.cli import main
+from sweeper.progress import ProgressReporter, RunSummary, print_summary
+from sweeper.runner import RunCounts
+
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = ["plan", "run", "status", "report", "reproduce", "export", "serve"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_explains_itself_with_an_example(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output and f"sweeper {command}" in result.output
+
+
+def test_the_top_level_help_lists_every_command():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert re.search(rf"^\s+{command}\s", result.output, re.MULTILINE), command
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plan"],
+        ["plan", "sweeps/demo.yaml", "--limt", "3"],
+        ["run", "sweeps/demo.yaml", "--concurrency", "0"],
+        ["frobnicate"],
+    ],
+)
+def test_usage_mistakes_exit_2_without_a_traceback(argv):
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "Error:" in result.output
+
+
+def test_python_dash_m_runs_the_same_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "sweeper", "--version"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "sweeper, version" in result.stdout
+
+
+def test_the_plan_table_shows_whole_job_ids_on_an_80_column_terminal():
+    spec = REPO / "sweeps" / "portrait-depth-study.yaml"
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["plan", str(spec), "--limit", "3"])
+    assert result.exit_code == 0
+    table_rows = [line for line in result.stdout.splitlines() if re.match(r"^ ?\d+\s", line)]
+    assert len(table_rows) == 3
+    for line in table_rows:
+        assert re.search(r"\b[0-9a-f]{16}\b", line), line
+        assert "…" not in line and len(line) <= 80
+
+
+def test_without_a_terminal_progress_is_plain_lines(capsys):
+    reporter = ProgressReporter(live=False, interval_s=0.0)
+    reporter.start(10)
+    reporter.update(RunCounts(total=10, succeeded=3, failed=1, in_flight=2, images=6))
+    reporter.stop()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "sweeper: starting 10 jobs"
+    assert "4/10 jobs done (3 ok, 1 failed" in lines[1] and "2 in flight" in lines[1]
+
+
+def test_the_summary_title_is_short_even_when_the_abort_reason_is_long(capsys):
+    reason = "could not upload inputs/a.jpg to http://127.0.0.1:9 " + "x" * 200
+    summary = RunSummary(
+        run_dir="results/x",
+        api_base="http://127.0.0.1:9",
+        total=5,
+        skipped=0,
+        succeeded=0,
+        failed=5,
+        pending=0,
+        images=0,
+        requests=0,
+        duration_s=1.0,
+        outcome=f"aborted: {reason}",
+    )
+    print_summary(summary)
+    err = capsys.readouterr().err
+    assert "sweep aborted" in err and "could not upload" not in err
