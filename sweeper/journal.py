@@ -1,10 +1,18 @@
 """The run's source of truth: every job's state and every output, in `DIR/journal.sqlite`.
 
-SQLite in WAL mode with one transaction per state change: a committed change
-survives `kill -9`. Job states move planned → submitted → generated (the API
+SQLite in WAL mode. Job states move planned → submitted → generated (the API
 answered: paid for, downloads may be pending) → succeeded | failed. A job is
 marked submitted *before* its request leaves, so after a crash we know what may
 have been billed. The API key is never stored here.
+
+Two kinds of write. A change that decides whether a job is paid for again
+(submitted, generated with its remote paths, failed, an uploaded asset) is
+committed before the method returns and survives `kill -9`. A change a rerun can
+recompute for free (an output downloaded, a job succeeded) is deferred: it is
+buffered and committed with the next durable change, on `flush()` (the runner
+calls it every tick), before any read, and on close. Losing the deferred tail in
+a crash only means the rerun downloads those outputs again from their recorded
+URLs; it never resends a request.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -24,6 +33,7 @@ from sweeper.job import Job
 JOURNAL_FILE = "journal.sqlite"
 SCHEMA_VERSION = 1
 BATCH = 5000
+MAX_DEFERRED = 2000
 PARAM_COLUMNS = tuple(PARAMS)
 SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
 
@@ -89,6 +99,8 @@ class Journal:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        self._deferred: list[tuple[str, Sequence[Any]]] = []
+        self._assets: dict[tuple[str, str], str] = {}
 
     @classmethod
     def open(cls, run_dir: Path) -> Journal:
@@ -125,6 +137,7 @@ class Journal:
             )
 
     def close(self) -> None:
+        self.flush()
         self._db.close()
 
     def __enter__(self) -> Journal:
@@ -133,9 +146,40 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction that also carries every deferred change (autocommit is off inside)."""
+        self._db.execute("BEGIN")
+        try:
+            for sql, args in self._deferred:
+                self._db.execute(sql, args)
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._deferred.clear()
+
     def _write(self, sql: str, args: Sequence[Any] = ()) -> None:
-        with self._db:
-            self._db.execute(sql, args)
+        """Commit now: the change must survive a crash that happens right after."""
+        with self._transaction() as db:
+            db.execute(sql, args)
+
+    def _defer(self, sql: str, args: Sequence[Any]) -> None:
+        """Commit later: the change is safe to lose, a rerun recomputes it without paying."""
+        self._deferred.append((sql, args))
+        if len(self._deferred) >= MAX_DEFERRED:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit every deferred change in one transaction."""
+        if self._deferred:
+            with self._transaction():
+                pass
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        self.flush()
+        return self._db.execute(sql, args)
 
     # run-level metadata
 
@@ -143,21 +187,28 @@ class Journal:
         self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def get_meta(self, key: str, default: Any = None) -> Any:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._read("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     # uploaded-asset cache
 
     def cached_asset(self, api_base: str, sha256: str) -> str | None:
-        row = self._db.execute(
-            "SELECT asset_path FROM assets WHERE api_base = ? AND sha256 = ?", (api_base, sha256)
-        ).fetchone()
-        return None if row is None else row[0]
+        """Asked once per job, so answered from memory after the first look-up."""
+        key = (api_base, sha256)
+        if key not in self._assets:
+            row = self._read(
+                "SELECT asset_path FROM assets WHERE api_base = ? AND sha256 = ?", key
+            ).fetchone()
+            if row is None:
+                return None
+            self._assets[key] = row[0]
+        return self._assets[key]
 
     def remember_asset(self, api_base: str, sha256: str, asset_path: str) -> None:
         self._write(
             "INSERT OR REPLACE INTO assets VALUES (?, ?, ?)", (api_base, sha256, asset_path)
         )
+        self._assets[(api_base, sha256)] = asset_path
 
     # jobs
 
@@ -166,18 +217,18 @@ class Journal:
         before = self._job_total()
         iterator = iter(jobs)
         while batch := list(islice(iterator, BATCH)):
-            with self._db:
-                self._db.executemany(INSERT_JOB, (_job_row(job, api_base) for job in batch))
+            with self._transaction() as db:
+                db.executemany(INSERT_JOB, (_job_row(job, api_base) for job in batch))
         return self._job_total() - before
 
     def _job_total(self) -> int:
-        return self._db.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        return self._read("SELECT count(*) FROM jobs").fetchone()[0]
 
     def job_states(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT job_id, state FROM jobs"))
+        return dict(self._read("SELECT job_id, state FROM jobs"))
 
     def counts(self) -> dict[str, int]:
-        return dict(self._db.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+        return dict(self._read("SELECT state, count(*) FROM jobs GROUP BY state"))
 
     def mark_submitted(self, job_id: str, attempt: int, request_json: str, at: float) -> None:
         """Before the request leaves: it may be billed from here on. Keeps the latest time."""
@@ -197,7 +248,7 @@ class Journal:
         latency_s: float,
     ) -> None:
         """The API answered with images: paid for. Outputs start as pending downloads."""
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "UPDATE jobs SET state = 'generated', record_uuid = ?, latency_s = ?, "
                 "finished_at = ? WHERE job_id = ?",
@@ -219,7 +270,8 @@ class Journal:
         width: int,
         height: int,
     ) -> None:
-        self._write(
+        """Deferred: if lost, the rerun downloads this output again from its recorded URL."""
+        self._defer(
             "UPDATE outputs SET status = 'done', file = ?, sha256 = ?, bytes = ?, width = ?, "
             "height = ?, error = NULL WHERE job_id = ? AND output_index = ?",
             (file, sha256, size, width, height, job_id, output_index),
@@ -232,7 +284,8 @@ class Journal:
         )
 
     def mark_succeeded(self, job_id: str, at: float) -> None:
-        self._write(
+        """Deferred: if lost, the job stays generated and the rerun settles it without paying."""
+        self._defer(
             "UPDATE jobs SET state = 'succeeded', finished_at = ?, error = NULL WHERE job_id = ?",
             (at, job_id),
         )
@@ -246,7 +299,7 @@ class Journal:
 
     def pending_downloads(self) -> list[PendingDownload]:
         """Outputs of generated jobs not yet on disk: a rerun fetches them without paying."""
-        rows = self._db.execute(
+        rows = self._read(
             "SELECT o.job_id, o.output_index, o.remote_path, o.url, j.format "
             "FROM outputs o JOIN jobs j USING (job_id) "
             "WHERE j.state = 'generated' AND o.status != 'done' "
@@ -256,7 +309,7 @@ class Journal:
 
     def job_row(self, job_id: str) -> dict[str, Any] | None:
         """Everything stored about one job, its outputs included."""
-        cursor = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
+        cursor = self._read("SELECT * FROM jobs WHERE job_id = ?", (job_id,))
         row = cursor.fetchone()
         if row is None:
             return None
@@ -270,10 +323,12 @@ class Journal:
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple]:
         """Read-only access for the manifest and status views."""
-        return self._db.execute(sql, args)
+        return self._read(sql, args)
 
     @property
     def connection(self) -> sqlite3.Connection:
+        """The connection itself, every deferred change committed (for pandas and others)."""
+        self.flush()
         return self._db
 
 

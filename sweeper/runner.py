@@ -4,7 +4,9 @@ This is the only module that knows about concurrency. A producer walks the lazy 
 sequence into a small bounded queue (memory stays flat at any sweep size); at most
 `concurrency` workers each take a job, upload its input if needed, submit it with
 retries, and download its outputs. Every state change goes to the journal first:
-a job is marked submitted *before* its request leaves.
+a job is marked submitted *before* its request leaves, and generated (with its
+remote paths) before its downloads start. Changes a rerun can redo for free are
+committed together once per tick (see `Journal`).
 
 A rejected key or exhausted credits stops the pool at once (no new requests); a
 graceful stop (Ctrl-C) lets the jobs in flight finish.
@@ -31,6 +33,8 @@ from sweeper.journal import Journal, PendingDownload
 
 Work = Callable[[], Awaitable[None]]
 YIELD_EVERY = 500
+# How often deferred journal changes (downloads done, jobs succeeded) are committed.
+FLUSH_EVERY_S = 0.2
 
 
 @dataclass
@@ -99,11 +103,13 @@ class JobRunner:
         queue: asyncio.Queue[Work | None] = asyncio.Queue(maxsize=self._concurrency * 2)
         tasks = [asyncio.create_task(self._work(queue)) for _ in range(self._concurrency)]
         tasks.append(asyncio.create_task(self._feed(queue, jobs)))
+        flusher = asyncio.create_task(self._flush_periodically())
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
+            for task in (*tasks, flusher):
                 task.cancel()
+            self._journal.flush()
         if self.abort_error is not None:
             raise self.abort_error
         return self.counts
@@ -125,6 +131,12 @@ class JobRunner:
                 await asyncio.sleep(0)
         for _ in range(self._concurrency):
             await queue.put(None)
+
+    async def _flush_periodically(self) -> None:
+        """One journal transaction per tick for every change that is safe to lose."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY_S)
+            self._journal.flush()
 
     def _resumed_downloads(self) -> list[Work]:
         by_job: dict[str, list[PendingDownload]] = {}

@@ -99,21 +99,39 @@ journal = Journal.open(__import__("pathlib").Path({run_dir!r}))
 journal.add_jobs((job(i) for i in range(100_000)), BASE)
 for i in range(100_000):
     finish(journal, job(i))
-    print(i, flush=True)
+    if i % 10 == 9:
+        journal.flush()
+        print("flushed", i, flush=True)
+    print("paid", i, flush=True)
 """
 
 
-def test_kill_9_keeps_every_committed_change(tmp_path):
+def test_kill_9_keeps_every_durable_change_and_every_flushed_one(tmp_path):
+    """Paid-for states are committed at once; downloads done and successes by `flush`."""
     code = WRITER.format(tests=str(Path(__file__).parent), run_dir=str(tmp_path))
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    for _ in range(50):  # wait until 50 jobs are reported finished
-        last = child.stdout.readline()
+    last = {"paid": -1, "flushed": -1}
+    while last["paid"] < 50:
+        kind, number = child.stdout.readline().split()
+        last[kind] = int(number)
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     with Journal.open(tmp_path) as journal:
         counts = journal.counts()
-    assert counts.get("succeeded", 0) >= int(last) + 1
+    assert counts.get("succeeded", 0) >= last["flushed"] + 1
+    assert counts.get("succeeded", 0) + counts.get("generated", 0) >= last["paid"] + 1
     assert sum(counts.values()) == 100_000
+
+
+def test_deferred_changes_wait_for_a_flush_but_reads_see_them(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        journal.add_jobs([job(1)], BASE)
+        finish(journal, job(1))
+        other = Journal.open(tmp_path)
+        assert other.counts() == {"generated": 1}
+        assert journal.counts() == {"succeeded": 1}
+        assert other.counts() == {"succeeded": 1}
+        other.close()
 
 
 def test_the_key_is_never_in_the_journal(tmp_path, monkeypatch):

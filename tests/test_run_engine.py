@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
@@ -109,6 +110,22 @@ async def test_rerun_of_a_finished_sweep_sends_nothing(tmp_path):
         assert (feature_requests(sim), sim.state.counters["uploads"]) == sent
     assert again.requests == 0 and again.skipped == 4
     assert len(manifest(tmp_path / "run")) == 8
+
+
+async def test_a_rerun_redoes_deferred_changes_lost_in_a_crash_without_paying(tmp_path):
+    """Downloads done and successes are committed once per tick; a crash can lose that tail."""
+    spec, run_dir = write_spec(tmp_path, [1, 2]), tmp_path / "run"
+    async with run_simulator(SimulatorConfig()) as sim:
+        await run_sweep(spec, run_dir, sim.base_url)
+        with sqlite3.connect(run_dir / "journal.sqlite") as db:  # what kill -9 may leave
+            db.execute("UPDATE jobs SET state = 'generated'")
+            db.execute("UPDATE outputs SET status = 'pending' WHERE output_index = 1")
+        sent = feature_requests(sim)
+        again = await run_sweep(spec, run_dir, sim.base_url)
+        assert feature_requests(sim) == sent
+    assert again.requests == 0 and again.outcome == "complete"
+    rows = manifest(run_dir)
+    assert len(rows) == 8 and set(rows["status"]) == {"succeeded"}
 
 
 async def test_extending_a_spec_runs_only_the_new_jobs(tmp_path):
