@@ -1,7 +1,9 @@
 """Download one output image: stream, verify, and only then move it into `images/`.
 
-Bytes stream to `DIR/tmp/` and are renamed into place only after the byte count
-matches Content-Length and they decode as an image of the requested format, so
+Bytes arrive in chunks and go to `DIR/tmp/<name>.part` (held in memory up to
+SPILL_BYTES first, so a typical image costs one worker-thread hop, not one per
+chunk). The part file is renamed into place only after the byte count matches
+Content-Length and the bytes decode as an image of the requested format, so
 `images/` never holds a partial or wrong file, whatever happens to the process.
 Storage URLs are presigned: no API key is ever sent to them.
 """
@@ -14,7 +16,6 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiofiles
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
@@ -23,6 +24,8 @@ from sweeper.contract import EXTENSIONS, PIL_FORMATS
 from sweeper.errors import AbortError, JobError, TransientError
 
 CHUNK_BYTES = 256 * 1024
+# A body is held in memory up to this much, then appended to its part file.
+SPILL_BYTES = 4 * 1024 * 1024
 EXPIRED_MARKERS = ("expired", "accessdenied", "signature")
 IMAGES_DIR = "images"
 TMP_DIR = "tmp"
@@ -53,43 +56,80 @@ async def download_output(
     *,
     timeout_s: float = 300.0,
 ) -> DownloadedImage:
-    """Fetch `url` into `run_dir/file`; raise TransientError to retry or JobError if lost."""
+    """Fetch `url` into `run_dir/file`; raise TransientError to retry or JobError if lost.
+
+    The event loop only receives; the disk and the decoding happen in one worker
+    thread per download (two for a large image), not one per chunk.
+    """
     part = run_dir / TMP_DIR / (Path(file).name + ".part")
-    part.parent.mkdir(parents=True, exist_ok=True)
     try:
-        digest, size = await _stream_to(session, url, part, timeout_s)
-        width, height = await asyncio.to_thread(_check_image, part, fmt)
-        target = run_dir / file
-        target.parent.mkdir(parents=True, exist_ok=True)
-        part.replace(target)
+        received = await _receive(session, url, part, timeout_s)
+        digest, width, height = await asyncio.to_thread(_store, received, part, run_dir / file, fmt)
     except OSError as error:
-        raise AbortError(f"cannot write {run_dir / file}: {error.strerror or error}") from None
-    finally:
         part.unlink(missing_ok=True)
-    return DownloadedImage(file, digest, size, width, height)
+        raise AbortError(f"cannot write {run_dir / file}: {error.strerror or error}") from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return DownloadedImage(file, digest, received.size, width, height)
 
 
-async def _stream_to(
+@dataclass
+class _Received:
+    """A response body: its tail in memory, and whether its head was spilled to the part file."""
+
+    chunks: list[bytes]
+    size: int
+    spilled: bool
+
+
+async def _receive(
     session: aiohttp.ClientSession, url: str, part: Path, timeout_s: float
-) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
+) -> _Received:
+    """Stream the body in chunks; more than SPILL_BYTES held in memory goes to `part`."""
+    received = _Received([], 0, spilled=False)
+    held = 0
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
         async with session.get(url, timeout=timeout) as response:
             if response.status != 200:
                 raise await _download_failure(response)
-            async with aiofiles.open(part, "wb") as sink:
-                async for chunk in response.content.iter_chunked(CHUNK_BYTES):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    await sink.write(chunk)
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
+                received.chunks.append(chunk)
+                received.size += len(chunk)
+                held += len(chunk)
+                if held >= SPILL_BYTES:
+                    await asyncio.to_thread(_spill, received, part)
+                    held = 0
             expected = response.content_length
     except NETWORK_ERRORS as error:
         raise TransientError(f"download failed: {describe_network_error(error)}") from None
-    if expected is not None and size != expected:
-        raise TransientError(f"download truncated: got {size} of {expected} bytes")
-    return digest.hexdigest(), size
+    if expected is not None and received.size != expected:
+        raise TransientError(f"download truncated: got {received.size} of {expected} bytes")
+    return received
+
+
+def _spill(received: _Received, part: Path) -> None:
+    part.parent.mkdir(parents=True, exist_ok=True)
+    with part.open("ab" if received.spilled else "wb") as sink:
+        sink.writelines(received.chunks)
+    received.chunks.clear()
+    received.spilled = True
+
+
+def _store(received: _Received, part: Path, target: Path, fmt: str) -> tuple[str, int, int]:
+    """Write, verify, and only then rename into place; the sha256 and size of what landed."""
+    if received.spilled:
+        _spill(received, part)
+        data = part.read_bytes()
+    else:
+        data = b"".join(received.chunks)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(data)
+    width, height = _check_image(data, fmt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part.replace(target)
+    return hashlib.sha256(data).hexdigest(), width, height
 
 
 async def _download_failure(response: aiohttp.ClientResponse) -> Exception:
@@ -101,9 +141,8 @@ async def _download_failure(response: aiohttp.ClientResponse) -> Exception:
     return JobError(f"download refused: HTTP {response.status}")
 
 
-def _check_image(path: Path, fmt: str) -> tuple[int, int]:
-    """Decode the whole file; return its size, or raise if it is not a `fmt` image."""
-    data = path.read_bytes()
+def _check_image(data: bytes, fmt: str) -> tuple[int, int]:
+    """Decode all of `data`; return its size, or raise if it is not a `fmt` image."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             actual = image.format
