@@ -34,6 +34,8 @@ SIGNING_KEY = b"sweeper-simulator"
 CONTENT_TYPES = {"webp": "image/webp", "jpg": "image/jpeg", "png": "image/png"}
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF", b"GIF8", b"BM")
 HANG_S = 3600.0
+STATS_PATH = "/_simulator/stats"
+WINDOW_S = 60.0
 STATE_KEY: web.AppKey[SimulatorState] = web.AppKey("state", SimulatorState)
 GATEWAY_PAGE = "<html><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
 EXPIRED_XML = (
@@ -48,6 +50,7 @@ def build_app(state: SimulatorState) -> web.Application:
     app.router.add_post("/api/assets", upload_asset)
     app.router.add_post("/api/features", run_feature)
     app.router.add_get("/storage/{path:.+}", download)
+    app.router.add_get(STATS_PATH, stats)
     return app
 
 
@@ -179,7 +182,7 @@ def _rate_limited(state: SimulatorState) -> bool:
     state.feature_arrivals.append(now)
     if limit is None:
         return False
-    while state.window and state.window[0] <= now - 60.0:
+    while state.window and state.window[0] <= now - WINDOW_S:
         state.window.popleft()
     if len(state.window) >= limit:
         return True
@@ -303,6 +306,32 @@ async def download(request: web.Request) -> web.StreamResponse:
     if rule is not None and rule.kind == "truncated":
         return await _truncated(request, image)
     return web.Response(body=image.data, content_type=CONTENT_TYPES[image.format])
+
+
+async def stats(request: web.Request) -> web.StreamResponse:
+    """What the simulator counted, for a benchmark in another process (not part of the API)."""
+    state = request.app[STATE_KEY]
+    arrivals = state.feature_arrivals
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+    return web.json_response(
+        {
+            "counters": dict(state.counters),
+            "feature_arrivals": len(arrivals),
+            "feature_span_s": span,
+            "most_features_in_any_window": most_in_window(arrivals, WINDOW_S),
+            "rpm_limit": state.config.rpm_limit,
+        }
+    )
+
+
+def most_in_window(times: list[float], window_s: float) -> int:
+    """The most of the (sorted) `times` that fall in any half-open window of `window_s`."""
+    most, first = 0, 0
+    for last, now in enumerate(times):
+        while times[first] <= now - window_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 async def _truncated(request: web.Request, image: ProducedImage) -> web.StreamResponse:
