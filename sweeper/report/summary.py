@@ -34,4 +34,7 @@ def ab_summary(frame: pd.DataFrame, varied: list[str]) -> pd.DataFrame:
                     "mean_bytes": done["bytes"].astype(float).mean(),
                 }
             )
-    return pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+    summary = pd.DataFrame.from_records(records, columns=SUMMARY_COLUMNS)
+    # from_records would make an int seed 1.0 when a float guidance shares the column.
+    summary["value"] = pd.Series([r["value"] for r in records], dtype=object)
+    return summary
