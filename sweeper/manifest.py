@@ -86,7 +86,15 @@ def write_frame(frame: pd.DataFrame, target: Path) -> None:
     elif suffix == ".parquet":
         frame.to_parquet(partial, index=False, engine="pyarrow")
     else:
-        frame.to_json(partial, orient="records", lines=True, date_format="iso")
+        # pandas' defaults would cut timestamps to milliseconds and floats to 10 decimals.
+        frame.to_json(
+            partial,
+            orient="records",
+            lines=True,
+            date_format="iso",
+            date_unit="us",
+            double_precision=15,
+        )
     partial.replace(target)
 
 
