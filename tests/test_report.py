@@ -146,6 +146,28 @@ def test_failed_and_missing_cells_are_labelled_placeholders(sheets):
     assert missing[0].tobytes() == missing[1].tobytes()
 
 
+def test_an_image_gone_from_disk_is_a_labelled_hole(run_copy, tmp_path):
+    frame = manifest(run_copy)
+    row = frame[frame["status"] == "succeeded"].iloc[0]
+    (run_copy / row["file"]).unlink()
+    label = f"image file missing: {row['file']}"
+
+    _, _, thumbs, folder, drawn = draw_sheets(run_copy, tmp_path)
+    assert row["file"] not in thumbs
+    sheet = drawn[GUIDANCES.index(row["guidance"])]
+    left, top = sheet.layout.cell_origin(SEEDS.index(row["seed"]), ROWS.index(row["prompt"]))
+    with Image.open(folder / sheet.file) as image:
+        tile = image.crop((left, top, left + CELL, top + CELL)).convert("RGB")
+    assert tile.tobytes() == placeholder(CELL, label).tobytes()
+
+    assert report_cli(str(run_copy), "--thumb", "64").exit_code == 0
+    page = parse_page((run_copy / "report" / "index.html").read_text(encoding="utf-8"))
+    holes = {page.params(c)["job_id"]: c.get("hole") for c in page.cards}
+    assert holes[row["job_id"]] == label
+    # No hole may show a null error as "nan".
+    assert all("nan" not in hole for hole in holes.values() if hole)
+
+
 @pytest.mark.parametrize("axes", [(None, None), ("prompt", "guidance")])
 def test_every_label_is_written_distinct_and_inside_its_box(study, tmp_path, axes):
     # With prompts across the top, each header is far wider than its column and must wrap.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeper.report.axes import PARAMETER_COLUMNS, axis_values
-from sweeper.report.sheets import Sheet
+from sweeper.report.sheets import Sheet, hole_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +85,7 @@ def _card(row: Any, varied: list[str], thumbs: dict[str, Path], report_dir: Path
         )
         css = "card"
     else:
-        reason = escape(f"{row['status']}: {_text(row['error'])}")
+        reason = escape(hole_label(row))
         picture, css = f'<div class="hole">{reason}</div>', f"card {row['status']}"
     return f'<div class="{css}" {data}>{picture}<table>{params}</table></div>'
 

@@ -155,12 +155,24 @@ def _placeholder(size: int, text: str) -> Image.Image:
     return tile
 
 
+def hole_label(row: Any) -> str:
+    """What stands in for a manifest row that has no image to show."""
+    if row["status"] == "succeeded":
+        return f"image file missing: {row['file']}"
+    import pandas as pd
+
+    error = row["error"]
+    # A null error comes back from Parquet as NaN, which must not read "nan".
+    if pd.isna(error) or not str(error):
+        return str(row["status"])
+    return f"{row['status']}: {str(error)[:200]}"
+
+
 def _tile(row: Any, thumbs: dict[str, Path], size: int) -> Image.Image:
     if row is None:
         return _placeholder(size, "missing: not in this run")
     if row["status"] != "succeeded" or row["file"] not in thumbs:
-        reason = str(row["error"] or "")[:200]
-        return _placeholder(size, f"{row['status']}: {reason}" if reason else row["status"])
+        return _placeholder(size, hole_label(row))
     with Image.open(thumbs[row["file"]]) as thumb:
         tile = Image.new("RGB", (size, size), BACKGROUND)
         tile.paste(thumb, ((size - thumb.width) // 2, (size - thumb.height) // 2))
