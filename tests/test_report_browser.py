@@ -87,19 +87,12 @@ def _read_port(port_file: Path, browser: subprocess.Popen, log: Path) -> int:
 
 
 def _stop(browser: subprocess.Popen) -> None:
-    """SIGTERM the browser's process group, give its helpers a moment, then SIGKILL what is left."""
-    group = browser.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        browser.wait(timeout=10)
-    deadline = time.monotonic() + 5
-    with contextlib.suppress(ProcessLookupError):
-        while time.monotonic() < deadline:
-            os.killpg(group, 0)  # raises once the whole group is gone
-            time.sleep(0.05)
-        os.killpg(group, signal.SIGKILL)
-    browser.wait(timeout=10)
+    """SIGTERM the browser's process group; once the browser is gone, SIGKILL any helper left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(browser.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            browser.wait(timeout=10)
 
 
 class Tab:
