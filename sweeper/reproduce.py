@@ -1,6 +1,7 @@
 """Resend one job's exact recorded request and say how the new image compares.
 
-The body sent is the journal's `request_json`, byte for byte. The new image goes to
+The body sent is the journal's `request_json`, byte for byte, retried on the
+contract's transient failures as a run would. The new image goes to
 `DIR/reproduce/`; the verdict is byte-identical, pixel-identical, or how far it
 differs (mean absolute pixel difference and the share of pixels that differ).
 """
@@ -20,6 +21,7 @@ from PIL import Image, ImageChops, ImageStat
 
 from sweeper.errors import SpecError
 from sweeper.journal import Journal
+from sweeper.retry import RetryPolicy
 
 REPRODUCE_DIR = "reproduce"
 
@@ -51,11 +53,19 @@ class Comparison:
         )
 
 
-def reproduce_job(run_dir: Path, job_id: str, *, output_index: int = 0, offline: bool) -> int:
+def reproduce_job(
+    run_dir: Path,
+    job_id: str,
+    *,
+    output_index: int = 0,
+    offline: bool,
+    retry_policy: RetryPolicy | None = None,
+) -> int:
     """Rerun the job's recorded request; exit code 0 if the image is identical, 1 if not."""
     recorded = _load_recorded(run_dir, job_id, output_index)
     input_data = recorded.input_bytes() if offline else None
-    comparison = asyncio.run(_reproduce(run_dir, recorded, input_data))
+    policy = retry_policy or RetryPolicy()
+    comparison = asyncio.run(_reproduce(run_dir, recorded, input_data, policy))
     print(f"job {recorded.job_id} output {output_index}: {comparison.describe()}")
     print(f"new image: {run_dir / recorded.new_file}")
     return 0 if comparison.identical else 1
@@ -123,18 +133,26 @@ def _output(row: dict[str, Any], output_index: int) -> dict[str, Any]:
     )
 
 
-async def _reproduce(run_dir: Path, recorded: RecordedJob, input_data: bytes | None) -> Comparison:
+async def _reproduce(
+    run_dir: Path, recorded: RecordedJob, input_data: bytes | None, policy: RetryPolicy
+) -> Comparison:
     import aiohttp
 
+    from sweeper.attempts import Attempts
     from sweeper.client import ApiClient
     from sweeper.downloads import download_output
+    from sweeper.ratelimit import RateLimiter
 
+    attempts = Attempts(policy, RateLimiter(None))
     target_for = _target_for(recorded, input_data)
     async with target_for as target, aiohttp.ClientSession() as session:
         client = ApiClient(session, target.base, target.key)
-        result = await client.run_edit(recorded.request_json)
-        output = result.outputs[recorded.output_index]
-        await download_output(session, output.url, run_dir, recorded.new_file, recorded.fmt)
+        result = await attempts.call(lambda _: client.run_edit(recorded.request_json), paced=True)
+        url = result.outputs[recorded.output_index].url
+        await attempts.call(
+            lambda _: download_output(session, url, run_dir, recorded.new_file, recorded.fmt),
+            paced=False,
+        )
     return compare_images(run_dir / recorded.original_file, run_dir / recorded.new_file)
 
 

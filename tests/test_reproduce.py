@@ -22,7 +22,11 @@ from study_run import KEY, run_study
 
 from sweeper.cli import main
 from sweeper.manifest import COLUMNS
-from sweeper.simulator import SimulatorConfig, SimulatorThread
+from sweeper.reproduce import reproduce_job
+from sweeper.retry import RetryPolicy
+from sweeper.simulator import FaultRule, SimulatorConfig, SimulatorThread
+
+FAST_RETRIES = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +88,25 @@ def test_reproduce_against_the_api_sends_the_recorded_request(run_copy):
     assert KEY not in result.output
     [image] = produced
     assert {"imageUrl": row.asset_path, **image.params} == recorded
+
+
+def test_reproduce_retries_what_the_contract_calls_transient(run_copy, monkeypatch, capsys):
+    row = a_succeeded_row(run_copy)
+    faults = [
+        FaultRule("features", "html_502"),
+        FaultRule("features", "status", status=503),
+        FaultRule("storage", "truncated"),
+    ]
+    with SimulatorThread(SimulatorConfig(faults=faults)) as sim:
+        sim.state.register_asset(row.asset_path, Path(row.image).read_bytes())
+        monkeypatch.setenv("ONEMIN_API_KEY", KEY)
+        monkeypatch.setenv("ONEMIN_API_BASE", sim.base_url)
+        code = reproduce_job(run_copy, row.job_id, offline=False, retry_policy=FAST_RETRIES)
+        sent, downloads = sim.state.counters["features"], sim.state.counters["storage"]
+    assert code == 0, capsys.readouterr()
+    assert (sent, downloads) == (3, 2)
+    assert "byte-identical" in capsys.readouterr().out
+    assert not list((run_copy / "tmp").glob("*"))
 
 
 def test_a_changed_image_is_measured(run_copy):
