@@ -275,7 +275,8 @@ def report(run_dir: Path, x_axis: str | None, y_axis: str | None, thumb: int) ->
 def reproduce(run_dir: Path, job_id: str, output_index: int, offline: bool) -> None:
     """Resend the exact recorded request of one job and compare the new image.
 
-    Exit 0 when the new image is identical, 1 when it differs.
+    Exit 0 when the new image is identical, 1 when it differs, 3 when no new
+    image could be made (the request kept failing, or the key was rejected).
 
     \b
     Example:

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageStat
 
-from sweeper.errors import SpecError
+from sweeper.errors import AbortError, JobError, SpecError, TransientError
 from sweeper.journal import Journal
 from sweeper.retry import RetryPolicy
 
@@ -61,11 +61,18 @@ def reproduce_job(
     offline: bool,
     retry_policy: RetryPolicy | None = None,
 ) -> int:
-    """Rerun the job's recorded request; exit code 0 if the image is identical, 1 if not."""
+    """Rerun the job's recorded request; exit code 0 if the image is identical, 1 if not.
+
+    Raises AbortError (exit 3) when no new image could be had at all.
+    """
     recorded = _load_recorded(run_dir, job_id, output_index)
     input_data = recorded.input_bytes() if offline else None
     policy = retry_policy or RetryPolicy()
-    comparison = asyncio.run(_reproduce(run_dir, recorded, input_data, policy))
+    try:
+        comparison = asyncio.run(_reproduce(run_dir, recorded, input_data, policy))
+    except (JobError, TransientError) as error:
+        # Exit 1 means "the image differs"; having no new image at all is another outcome.
+        raise AbortError(f"could not reproduce job {recorded.job_id}: {error}") from None
     print(f"job {recorded.job_id} output {output_index}: {comparison.describe()}")
     print(f"new image: {run_dir / recorded.new_file}")
     return 0 if comparison.identical else 1
@@ -148,6 +155,8 @@ async def _reproduce(
     async with target_for as target, aiohttp.ClientSession() as session:
         client = ApiClient(session, target.base, target.key)
         result = await attempts.call(lambda _: client.run_edit(recorded.request_json), paced=True)
+        if recorded.output_index >= len(result.outputs):
+            raise JobError(f"the API answered with {len(result.outputs)} outputs this time")
         url = result.outputs[recorded.output_index].url
         await attempts.call(
             lambda _: download_output(session, url, run_dir, recorded.new_file, recorded.fmt),

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw
 from study_run import KEY, run_study
 
 from sweeper.cli import main
+from sweeper.errors import AbortError
 from sweeper.manifest import COLUMNS
 from sweeper.reproduce import reproduce_job
 from sweeper.retry import RetryPolicy
@@ -107,6 +108,32 @@ def test_reproduce_retries_what_the_contract_calls_transient(run_copy, monkeypat
     assert (sent, downloads) == (3, 2)
     assert "byte-identical" in capsys.readouterr().out
     assert not list((run_copy / "tmp").glob("*"))
+
+
+def test_a_refused_request_is_exit_3_not_the_exit_1_of_a_difference(run_copy):
+    row = a_succeeded_row(run_copy)
+    fault = FaultRule("features", "status", status=422, message="seed is not allowed")
+    with SimulatorThread(SimulatorConfig(faults=[fault])) as sim:
+        sim.state.register_asset(row.asset_path, Path(row.image).read_bytes())
+        env = {"ONEMIN_API_KEY": KEY, "ONEMIN_API_BASE": sim.base_url}
+        result = reproduce(run_copy, "--job", row.job_id, env=env)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert f"could not reproduce job {row.job_id}" in line and "seed is not allowed" in line
+
+
+def test_a_request_that_keeps_failing_gives_up_with_exit_3(run_copy, monkeypatch):
+    row = a_succeeded_row(run_copy)
+    fault = FaultRule("features", "status", status=503, times=100)
+    with SimulatorThread(SimulatorConfig(faults=[fault])) as sim:
+        sim.state.register_asset(row.asset_path, Path(row.image).read_bytes())
+        monkeypatch.setenv("ONEMIN_API_KEY", KEY)
+        monkeypatch.setenv("ONEMIN_API_BASE", sim.base_url)
+        with pytest.raises(AbortError, match="gave up after 4 attempts") as raised:
+            reproduce_job(run_copy, row.job_id, offline=False, retry_policy=FAST_RETRIES)
+        assert sim.state.counters["features"] == 4
+    assert raised.value.exit_code == 3
 
 
 def test_a_changed_image_is_measured(run_copy):

@@ -51,10 +51,11 @@ def _text(value: Any) -> str:
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    head_row = f"<tr>{head}</tr>" if headers else ""
     body = "".join(
         "<tr>" + "".join(f"<td>{escape(_text(v))}</td>" for v in row) + "</tr>" for row in rows
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head_row}{body}</table>"
 
 
 def _filters(frame: pd.DataFrame, varied: list[str]) -> str:
@@ -117,7 +118,7 @@ def render_page(
 <html lang="en"><head><meta charset="utf-8"><title>sweeper report</title>
 <style>{STYLE.replace("THUMB", str(thumb_size))}</style></head><body>
 <h1>Sweep report</h1>
-{_table(["", ""], facts)}
+{_table([], facts)}
 <h2>Contact sheets</h2>{sheet_html}
 <h2>A/B summary</h2>{_table(list(summary.columns), summary_rows)}
 <h2>Failures ({len(failures)})</h2>
