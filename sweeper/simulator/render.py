@@ -1,10 +1,10 @@
 """Deterministic stand-in for the model: an image per (input, parameters, output index).
 
 A pseudo-depth map (brightness plus height in the frame) drives a depth-of-field
-blur whose strength follows `guidance`; the seed and output index pick a light
-direction, a tint and a film grain; `num_inference_steps` sets how crisp the
-in-focus part is; the prompt shifts the colour. Same inputs, same bytes, in any
-process.
+blur whose strength follows `guidance`, as do saturation and contrast; the seed
+and output index pick a light direction, a tint and a film grain;
+`num_inference_steps` sets how crisp the in-focus part is; the prompt shifts the
+colour. Same inputs, same bytes, in any process.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def _render_cached(input_data: bytes, params_json: str, output_index: int, tiny:
     sharp = ImageEnhance.Sharpness(sharp).enhance(crisp)
     blurred = sharp.filter(ImageFilter.GaussianBlur(params["guidance"] * 0.8))
     image = Image.composite(sharp, blurred, _depth_mask(sharp))
+    # Stronger guidance, bolder look: so a demo's guidance axis is visible at thumbnail size.
+    image = ImageEnhance.Color(image).enhance(0.4 + params["guidance"] * 0.2)
+    image = ImageEnhance.Contrast(image).enhance(0.8 + params["guidance"] * 0.06)
     image = ImageChops.multiply(image, Image.merge("RGB", [_light(size, rng)] * 3))
     prompt_hue = hashlib.sha256(params["prompt"].encode()).digest()
     tint = tuple((prompt_hue[i] + rng.randrange(64)) % 256 for i in range(3))
