@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -18,7 +19,7 @@ from sweeper.cli import main
 from sweeper.contract import PARAMS
 from sweeper.job import ImageRef, make_job
 from sweeper.journal import Journal, RemoteOutput
-from sweeper.manifest import COLUMNS, manifest_frame, write_manifest
+from sweeper.manifest import COLUMNS, TEXT_COLUMNS, manifest_frame, write_manifest
 
 IMAGE = ImageRef(given="inputs/a.jpg", sha256="ab" * 32)
 BASE = "http://127.0.0.1:1"
@@ -149,7 +150,8 @@ def test_manifest_columns_types_and_rows(tmp_path):
         journal.add_jobs([done, failed, planned], BASE)
         finish(journal, done, outputs=2)
         journal.mark_failed(failed.job_id, "400: nope", 5.0, attempts=1)
-        frame = write_manifest(journal, tmp_path)
+        assert write_manifest(journal, tmp_path) == 4
+        frame = manifest_frame(journal)
     assert list(frame.columns) == COLUMNS
     assert frame["status"].tolist() == ["succeeded", "succeeded", "failed", "pending"]
     assert frame.loc[2, "error"] == "400: nope" and frame.loc[2, "file"] is None
@@ -166,9 +168,31 @@ def test_manifest_of_100k_rows_is_fast(tmp_path):
     with Journal.open(tmp_path) as journal:
         journal.add_jobs((job(i) for i in range(100_000)), BASE)
         started = time.perf_counter()
-        frame = write_manifest(journal, tmp_path)
-        assert len(frame) == 100_000
+        assert write_manifest(journal, tmp_path) == 100_000
         assert time.perf_counter() - started < 10
+
+
+def test_the_streamed_manifest_files_hold_the_frame_batch_after_batch(tmp_path, monkeypatch):
+    monkeypatch.setattr("sweeper.manifest.BATCH_ROWS", 2)
+    with Journal.open(tmp_path) as journal:
+        done, failed, planned = job(1, outputs=2), job(2), job(3)
+        journal.add_jobs([done, failed, planned], BASE)
+        finish(journal, done, outputs=2)
+        journal.mark_failed(failed.job_id, 'a "quoted", message', 5.1234567, attempts=1)
+        write_manifest(journal, tmp_path)
+        frame = manifest_frame(journal)
+    parquet = pd.read_parquet(tmp_path / "manifest.parquet")
+    typed = [name for name in COLUMNS if name not in TEXT_COLUMNS]
+    pd.testing.assert_frame_equal(parquet[typed], frame[typed])
+    for name in TEXT_COLUMNS:  # pandas 3 reads text back as str with NaN, the frame has None
+        assert parquet[name].astype(object).where(parquet[name].notna(), None).tolist() == (
+            frame[name].tolist()
+        )
+    csv_rows = pd.read_csv(tmp_path / "manifest.csv", keep_default_na=False, dtype=str)
+    assert csv_rows.loc[2, "error"] == 'a "quoted", message'
+    assert csv_rows.loc[2, "finished_at"] == "1970-01-01T00:00:05.123456Z"
+    assert csv_rows["go_fast"].tolist() == ["False"] * 4
+    assert csv_rows["bytes"].tolist() == ["10", "10", "", ""]
 
 
 def test_status_and_export_through_the_cli(tmp_path):
