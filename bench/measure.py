@@ -7,13 +7,16 @@ measured in the same run of a script.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +62,31 @@ def sweeper_argv(*args: str) -> list[str]:
 
 
 def describe_machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return (
-        f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), "
-        f"Python {platform.python_version()}"
+    """nproc, CPU model, memory, OS, Python and the versions of the packages that matter."""
+    from importlib.metadata import version
+
+    cpu = _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown CPU"
+    memory_kb = _proc_field("/proc/meminfo", "MemTotal").split()[0] or "0"
+    packages = ", ".join(
+        f"{name} {version(name)}" for name in ("aiohttp", "pandas", "pyarrow", "pillow", "pydantic")
     )
+    return (
+        f"{len(os.sched_getaffinity(0))} CPUs ({cpu}), {int(memory_kb) / 2**20:.0f} GB RAM, "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {packages}"
+    )
+
+
+def _proc_field(path: str, name: str) -> str:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() == name:
+            return value.strip()
+    return ""
 
 
 def print_header(title: str) -> None:
@@ -90,6 +113,11 @@ class SimulatorProcess:
             raise SystemExit(f"simulator did not start: {first_line!r}")
         self.base_url = first_line.strip().split()[-1]
         return self
+
+    def stats(self) -> dict:
+        """The simulator's own counts (requests by kind, 429s, arrivals per window)."""
+        with urllib.request.urlopen(f"{self.base_url}/_simulator/stats", timeout=30) as answer:
+            return json.loads(answer.read())
 
     def __exit__(self, *exc: object) -> None:
         if self._process is not None:
@@ -119,3 +147,23 @@ def write_seed_spec(folder: Path, name: str, jobs: int, *, concurrency: int, rpm
 
 def sweeper_env(base_url: str) -> dict[str, str]:
     return os.environ | {"ONEMIN_API_KEY": "bench-key", "ONEMIN_API_BASE": base_url}
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One `sweeper run` child: its wall time and peak RSS, and the run.json it left."""
+
+    sample: Sample
+    record: dict
+
+    @property
+    def jobs_per_s(self) -> float:
+        this_run = self.record["this_run"]
+        return (this_run["succeeded"] + this_run["failed"]) / self.record["duration_s"]
+
+
+def run_sweep(base_url: str, spec: Path, out: Path, *extra: str) -> SweepRun:
+    """`sweeper run SPEC --out OUT` against `base_url`; exits if the run did not complete."""
+    argv = sweeper_argv("run", str(spec), "--out", str(out), "--max-jobs", "1000000", *extra)
+    sample = repeat(argv, 1, env=sweeper_env(base_url))[0]
+    return SweepRun(sample, json.loads((out / "run.json").read_text()))
