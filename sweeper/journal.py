@@ -7,7 +7,9 @@ have been billed. The API key is never stored here.
 
 Two kinds of write. A change that decides whether a job is paid for again
 (submitted, generated with its remote paths, failed, an uploaded asset) is
-committed before the method returns and survives `kill -9`. A change a rerun can
+committed before the method returns and survives `kill -9`; the runner may
+stage submitted/generated instead (`commit=False`) and commit every worker's
+change of one event-loop tick in one transaction, before any of them goes on. A change a rerun can
 recompute for free (an output downloaded, a job succeeded) is deferred: it is
 buffered and committed with the next durable change, on `flush()` (the runner
 calls it every tick), before any read, and on close. Losing the deferred tail in
@@ -230,13 +232,20 @@ class Journal:
     def counts(self) -> dict[str, int]:
         return dict(self._read("SELECT state, count(*) FROM jobs GROUP BY state"))
 
-    def mark_submitted(self, job_id: str, attempt: int, request_json: str, at: float) -> None:
-        """Before the request leaves: it may be billed from here on. Keeps the latest time."""
+    def mark_submitted(
+        self, job_id: str, attempt: int, request_json: str, at: float, *, commit: bool = True
+    ) -> None:
+        """Before the request leaves: it may be billed from here on. Keeps the latest time.
+
+        With `commit=False` the change is only staged: the caller must `flush()` (or
+        wait for the runner's group commit) before the request leaves.
+        """
         asset = json.loads(request_json).get("promptObject", {}).get("imageUrl")
-        self._write(
+        self._stage(
             "UPDATE jobs SET state = 'submitted', attempts = ?, request_json = ?, "
             "submitted_at = ?, asset_path = ?, error = NULL WHERE job_id = ?",
-            (attempt, request_json, at, asset, job_id),
+            [(attempt, request_json, at, asset, job_id)],
+            commit=commit,
         )
 
     def mark_generated(
@@ -246,19 +255,31 @@ class Journal:
         outputs: Sequence[RemoteOutputLike],
         at: float,
         latency_s: float,
+        *,
+        commit: bool = True,
     ) -> None:
-        """The API answered with images: paid for. Outputs start as pending downloads."""
-        with self._transaction():
-            self._db.execute(
-                "UPDATE jobs SET state = 'generated', record_uuid = ?, latency_s = ?, "
-                "finished_at = ? WHERE job_id = ?",
-                (record_uuid, latency_s, at, job_id),
-            )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO outputs (job_id, output_index, remote_path, url) "
-                "VALUES (?, ?, ?, ?)",
-                [(job_id, o.index, o.remote_path, o.url) for o in outputs],
-            )
+        """The API answered with images: paid for. Outputs start as pending downloads.
+
+        The state and the outputs always land in the same transaction; with
+        `commit=False` the caller must `flush()` before downloading.
+        """
+        self._stage(
+            "UPDATE jobs SET state = 'generated', record_uuid = ?, latency_s = ?, "
+            "finished_at = ? WHERE job_id = ?",
+            [(record_uuid, latency_s, at, job_id)],
+            commit=False,
+        )
+        self._stage(
+            "INSERT OR REPLACE INTO outputs (job_id, output_index, remote_path, url) "
+            "VALUES (?, ?, ?, ?)",
+            [(job_id, o.index, o.remote_path, o.url) for o in outputs],
+            commit=commit,
+        )
+
+    def _stage(self, sql: str, rows: list[Sequence[Any]], *, commit: bool) -> None:
+        self._deferred.extend((sql, args) for args in rows)
+        if commit:
+            self.flush()
 
     def mark_output_done(
         self,

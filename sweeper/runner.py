@@ -85,6 +85,7 @@ class JobRunner:
         self._on_change = on_change
         self._uploader = AssetUploader(client, journal, attempts)
         self._stopping = False
+        self._commit_waiters: list[asyncio.Future[None]] | None = None
         self.counts = RunCounts()
         self.abort_error: SweeperError | None = None
         attempts.stopping = lambda: self._stopping
@@ -138,6 +139,34 @@ class JobRunner:
             await asyncio.sleep(FLUSH_EVERY_S)
             self._journal.flush()
 
+    async def _committed(self) -> None:
+        """Return once everything staged in the journal is committed.
+
+        Group commit: the first caller of a tick schedules one commit after every
+        callback already ready has run, so the workers that stage a change in the
+        same tick share one transaction; none goes on before it is durable.
+        """
+        loop = asyncio.get_running_loop()
+        if self._commit_waiters is None:
+            self._commit_waiters = []
+            loop.call_soon(self._commit_staged)
+        waiter = loop.create_future()
+        self._commit_waiters.append(waiter)
+        await waiter
+
+    def _commit_staged(self) -> None:
+        waiters, self._commit_waiters = self._commit_waiters or [], None
+        try:
+            self._journal.flush()
+        except BaseException as error:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _resumed_downloads(self) -> list[Work]:
         by_job: dict[str, list[PendingDownload]] = {}
         for pending in self._journal.pending_downloads():
@@ -178,13 +207,17 @@ class JobRunner:
             self._abort(job, error)
             return
         self._journal.mark_generated(
-            job.job_id, result.record_uuid, result.outputs, time.time(), latency
+            job.job_id, result.record_uuid, result.outputs, time.time(), latency, commit=False
         )
+        await self._committed()  # paid for: durable before any download
         pairs = [(output.index, output.url) for output in result.outputs]
         await self._download_all(job.job_id, job.params["format"], pairs)
 
     async def _send(self, job: Job, request_json: str, attempt: int) -> tuple[EditResult, float]:
-        self._journal.mark_submitted(job.job_id, attempt, request_json, time.time())
+        self._journal.mark_submitted(job.job_id, attempt, request_json, time.time(), commit=False)
+        await self._committed()  # durable before the request leaves
+        if self._stopping and self.abort_error is not None:
+            raise InterruptedRun("the run is stopping")
         self.counts.in_flight += 1
         self.counts.requests += 1
         self._changed()

@@ -7,6 +7,7 @@ against what the simulator says it produced and was asked.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
@@ -126,6 +127,25 @@ async def test_a_rerun_redoes_deferred_changes_lost_in_a_crash_without_paying(tm
     assert again.requests == 0 and again.outcome == "complete"
     rows = manifest(run_dir)
     assert len(rows) == 8 and set(rows["status"]) == {"succeeded"}
+
+
+async def test_every_request_the_server_saw_was_committed_as_submitted_first(tmp_path):
+    """Workers share one commit per tick; none sends before its 'submitted' is durable."""
+    spec, run_dir = write_spec(tmp_path, list(range(1, 9))), tmp_path / "run"
+    async with run_simulator(SimulatorConfig(latency_s=0.05)) as sim:
+        run = asyncio.ensure_future(run_sweep(spec, run_dir, sim.base_url))
+        checks = 0
+        while not run.done():
+            await asyncio.sleep(0.005)
+            seen = feature_requests(sim)
+            if not (run_dir / "journal.sqlite").is_file():
+                continue
+            with sqlite3.connect(f"file:{run_dir / 'journal.sqlite'}?mode=ro", uri=True) as db:
+                sent = db.execute("SELECT count(*) FROM jobs WHERE state != 'planned'").fetchone()
+            assert sent[0] >= seen
+            checks += 1
+        assert (await run).outcome == "complete"
+    assert checks > 5
 
 
 async def test_extending_a_spec_runs_only_the_new_jobs(tmp_path):
