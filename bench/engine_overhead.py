@@ -26,6 +26,7 @@ from measure import (
 
 CONCURRENCY = 32
 TARGET_RATIO = 0.8
+SEQUENTIAL_JOBS = 500
 
 
 def bare_loop_rate(base_url: str, jobs: int) -> float:
@@ -52,6 +53,17 @@ def main() -> None:
         for run in range(runs):  # interleaved, so drift on the machine hits both alike
             bare.append(bare_loop_rate(sim.base_url, jobs))
             ours.append(sweeper_rate(sim.base_url, jobs, Path(d), run))
+            print(
+                f"  run {run + 1}: bare {bare[-1]:.0f}, sweeper {ours[-1]:.0f} jobs/s, "
+                f"ratio {ours[-1] / bare[-1]:.2f}",
+                flush=True,
+            )
+        argv = [sys.executable, "bench/naive_clients.py", "sequential", sim.base_url]
+        sequential = json.loads(repeat([*argv, str(SEQUENTIAL_JOBS)], 1)[0].stdout)
+    print(
+        f"naive sequential requests: {sequential['jobs_per_s']:.0f} jobs/s "
+        f"({SEQUENTIAL_JOBS} jobs, one run)"
+    )
     ratio = median(ours) / median(bare)
     print(f"bare aiohttp loop: median {median(bare):.0f} jobs/s")
     print(f"sweeper run:       median {median(ours):.0f} jobs/s")
