@@ -74,6 +74,24 @@ async def download_output(
     return DownloadedImage(file, digest, received.size, width, height)
 
 
+def kept_output(run_dir: Path, file: str, fmt: str) -> DownloadedImage | None:
+    """The output already at `run_dir/file`, verified, or None if it is absent or unusable.
+
+    Only whole, verified images are ever renamed into `images/`, so one found there
+    was downloaded before and only its journal entry was lost (a crash right after
+    the rename): keeping it spares a download, or the job, if its URL has expired.
+    """
+    target = run_dir / file
+    if not target.is_file():
+        return None
+    data = target.read_bytes()
+    try:
+        width, height = _check_image(data, fmt)
+    except (TransientError, JobError):
+        return None
+    return DownloadedImage(file, hashlib.sha256(data).hexdigest(), len(data), width, height)
+
+
 @dataclass
 class _Received:
     """A response body: its tail in memory, and whether its head was spilled to the part file."""

@@ -26,7 +26,7 @@ import aiohttp
 from sweeper.assets import AssetUploader
 from sweeper.attempts import Attempts, GaveUp
 from sweeper.client import ApiClient, EditResult
-from sweeper.downloads import download_output, output_file_name
+from sweeper.downloads import download_output, kept_output, output_file_name
 from sweeper.errors import AbortError, InterruptedRun, JobError, SweeperError
 from sweeper.job import Job
 from sweeper.journal import Journal, PendingDownload
@@ -181,7 +181,7 @@ class JobRunner:
 
     def _downloads_work(self, job_id: str, outputs: list[PendingDownload]) -> Work:
         pairs = [(o.output_index, o.url) for o in outputs]
-        return lambda: self._download_all(job_id, outputs[0].fmt, pairs)
+        return lambda: self._download_all(job_id, outputs[0].fmt, pairs, resumed=True)
 
     async def _work(self, queue: asyncio.Queue[Work | None]) -> None:
         while (work := await queue.get()) is not None:
@@ -228,9 +228,11 @@ class JobRunner:
             self.counts.in_flight -= 1
         return result, time.monotonic() - started
 
-    async def _download_all(self, job_id: str, fmt: str, outputs: list[tuple[int, str]]) -> None:
+    async def _download_all(
+        self, job_id: str, fmt: str, outputs: list[tuple[int, str]], *, resumed: bool = False
+    ) -> None:
         outcomes = await asyncio.gather(
-            *(self._download_one(job_id, index, url, fmt) for index, url in outputs)
+            *(self._download_one(job_id, index, url, fmt, resumed) for index, url in outputs)
         )
         lost = [error for status, error in outcomes if status == "lost"]
         if lost:
@@ -242,10 +244,14 @@ class JobRunner:
             self.counts.pending += 1
         self._changed()
 
-    async def _download_one(self, job_id: str, index: int, url: str, fmt: str) -> tuple[str, str]:
+    async def _download_one(
+        self, job_id: str, index: int, url: str, fmt: str, resumed: bool
+    ) -> tuple[str, str]:
         file = output_file_name(job_id, index, fmt)
+        # Only a resumed run can find its image on disk already: don't fetch it again.
+        kept = await asyncio.to_thread(kept_output, self._run_dir, file, fmt) if resumed else None
         try:
-            image = await self._attempts.call(
+            image = kept or await self._attempts.call(
                 lambda _attempt: download_output(
                     self._session, url, self._run_dir, file, fmt, timeout_s=self._timeout_s
                 ),

@@ -158,6 +158,26 @@ async def test_extending_a_spec_runs_only_the_new_jobs(tmp_path):
     assert len(manifest(tmp_path / "run")) == 12
 
 
+async def test_an_image_on_disk_whose_journal_entry_was_lost_is_kept_not_fetched(tmp_path):
+    spec = write_spec(tmp_path, [1, 2])
+    run_dir = tmp_path / "run"
+    async with run_simulator(SimulatorConfig()) as first:
+        await run_sweep(spec, run_dir, first.base_url)
+    before = manifest(run_dir)
+    # What kill -9 can leave: images renamed into place, their "done" not yet committed.
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        db.execute("UPDATE jobs SET state = 'generated'")
+        db.execute("UPDATE outputs SET status = 'pending', file = NULL, sha256 = NULL")
+    # The first simulator (and every URL it gave) is gone: only the disk can settle these jobs.
+    async with run_simulator(SimulatorConfig()) as second:
+        again = await run_sweep(spec, run_dir, second.base_url)
+        assert second.state.counters["storage"] == feature_requests(second) == 0
+    assert again.succeeded == 4 and again.requests == 0
+    after = manifest(run_dir)
+    assert after["sha256"].tolist() == before["sha256"].tolist()
+    assert set(after["status"]) == {"succeeded"}
+
+
 async def test_a_rejected_key_aborts_before_more_than_concurrency_requests(tmp_path):
     spec = write_spec(tmp_path, list(range(1, 11)))
     async with run_simulator(SimulatorConfig(api_key="the-right-key")) as sim:
