@@ -1,23 +1,28 @@
 """The run directory's small records: the frozen spec copy and `run.json`.
 
 Images, the journal and the manifest have their own modules; this one owns the
-files that say what was run, with which tool, and how it ended.
+files that say what was run, with which tool, and how it ended, and the lock
+that keeps two runs out of one directory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import platform
 import sys
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sweeper import __version__
+from sweeper.errors import SpecError
 
 DEFAULT_RESULTS_ROOT = Path("results")
 SPEC_COPY = "spec.yaml"
 RUN_RECORD = "run.json"
+LOCK_FILE = ".lock"
 
 
 def default_run_dir(spec_name: str) -> Path:
@@ -55,3 +60,44 @@ def write_atomically(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.part")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
+
+
+def claim_run_dir(run_dir: Path, spec_name: str) -> closing[IO[str]]:
+    """Hold `run_dir` for this run until the returned handle is closed.
+
+    Two runs in one directory would each send the jobs the other has not settled
+    yet, and pay twice; a directory holding another spec's run would mix two
+    studies in one manifest. Both are refused before anything is sent. The lock
+    is an flock, so a killed run never leaves a stale one behind.
+    """
+    _refuse_other_spec(run_dir, spec_name)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        handle = (run_dir / LOCK_FILE).open("a", encoding="utf-8")
+    except OSError as error:
+        raise SpecError(
+            f"{run_dir}: cannot write the run folder ({error.strerror or error}); "
+            "give a writable folder with --out"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SpecError(
+            f"{run_dir}: another sweeper run is using this folder; "
+            "let it finish, or give another folder with --out"
+        ) from None
+    return closing(handle)
+
+
+def _refuse_other_spec(run_dir: Path, spec_name: str) -> None:
+    try:
+        earlier = json.loads((run_dir / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    name = earlier.get("spec_name") if isinstance(earlier, dict) else None
+    if name and name != spec_name:
+        raise SpecError(
+            f"{run_dir}: holds a run of spec {name!r}, not {spec_name!r}; "
+            "give another folder with --out"
+        )

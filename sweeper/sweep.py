@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 
 from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE
 from sweeper.errors import InterruptedRun, SpecError
-from sweeper.rundir import base_record, default_run_dir, freeze_spec, utc_now, write_run_record
+from sweeper.rundir import (
+    base_record,
+    claim_run_dir,
+    default_run_dir,
+    freeze_spec,
+    utc_now,
+    write_run_record,
+)
 
 if TYPE_CHECKING:
     from sweeper.progress import ProgressReporter, RunSummary
@@ -154,10 +161,11 @@ async def execute_sweep(
         "api_base": target.base,
         "started_at": utc_now(),
     }
+    claim = claim_run_dir(run_dir, spec.name)
     freeze_spec(run_dir, spec.source_text)
     write_run_record(run_dir, record | {"outcome": "running"})
     started = time.monotonic()
-    with Journal.open(run_dir) as journal:
+    with claim, Journal.open(run_dir) as journal:
         journal.add_jobs(expand_jobs(spec), target.base)
         _warn_about_unanswered(journal)
         connector = aiohttp.TCPConnector(limit=settings.concurrency * 2 + 4)
