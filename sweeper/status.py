@@ -35,7 +35,7 @@ def status_lines(journal: Journal) -> list[str]:
     if pending:
         lines.append(f"{pending} images were paid for but not downloaded: a rerun fetches them")
     to_send = total - counts.get("succeeded", 0) - counts.get("generated", 0)
-    lines.append(f"a rerun would send {to_send} requests")
+    lines.append(f"a rerun would send {to_send} request{'' if to_send == 1 else 's'}")
     return lines
 
 
