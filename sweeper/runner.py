@@ -137,7 +137,11 @@ class JobRunner:
         """One journal transaction per tick for every change that is safe to lose."""
         while True:
             await asyncio.sleep(FLUSH_EVERY_S)
-            self._journal.flush()
+            try:
+                self._journal.flush()
+            except Exception as error:
+                self._stop_for(error)
+                return
 
     async def _committed(self) -> None:
         """Return once everything staged in the journal is committed.
@@ -184,9 +188,19 @@ class JobRunner:
         return lambda: self._download_all(job_id, outputs[0].fmt, pairs, resumed=True)
 
     async def _work(self, queue: asyncio.Queue[Work | None]) -> None:
+        """Take work until told to stop; never die while siblings have requests in flight.
+
+        An unexpected failure (a full disk, a journal that cannot commit, a bug) stops
+        the run like an abort: raising here would cancel the other workers' requests,
+        which the server finishes and bills anyway, and a rerun would pay for them again.
+        """
         while (work := await queue.get()) is not None:
-            if not self._stopping:
+            if self._stopping:
+                continue
+            try:
                 await work()
+            except Exception as error:
+                self._stop_for(error)
 
     async def _process(self, job: Job) -> None:
         try:
@@ -217,6 +231,8 @@ class JobRunner:
         self._journal.mark_submitted(job.job_id, attempt, request_json, time.time(), commit=False)
         await self._committed()  # durable before the request leaves
         if self._stopping and self.abort_error is not None:
+            # Never sent: say so, or the rerun would warn that it may have been billed.
+            self._fail(job.job_id, f"run aborted before this request was sent: {self.abort_error}")
             raise InterruptedRun("the run is stopping")
         self.counts.in_flight += 1
         self.counts.requests += 1
@@ -262,6 +278,9 @@ class JobRunner:
             return "lost", str(error)
         except (GaveUp, InterruptedRun) as error:
             return "pending", str(error)
+        except AbortError as error:  # the image cannot be written: a rerun fetches it
+            self._stop_for(error)
+            return "pending", str(error)
         self._journal.mark_output_done(
             job_id, index, image.file, image.sha256, image.size, image.width, image.height
         )
@@ -275,10 +294,18 @@ class JobRunner:
 
     def _abort(self, job: Job, error: SweeperError) -> None:
         """Stop the whole pool; the job that saw it was not billed, so it is marked failed."""
+        self._stop_for(error)
+        self._fail(job.job_id, f"run aborted: {error}")
+
+    def _stop_for(self, error: Exception) -> None:
+        """Send nothing more and end the run with `error` (the first one wins)."""
         if self.abort_error is None:
-            self.abort_error = error
+            self.abort_error = (
+                error
+                if isinstance(error, SweeperError)
+                else AbortError(f"stopped by an unexpected error: {type(error).__name__}: {error}")
+            )
         self._stopping = True
-        self._journal.mark_failed(job.job_id, f"run aborted: {error}", time.time())
 
     def _changed(self) -> None:
         self._on_change(self.counts)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeper.errors import AuthError, CreditsError, UploadFailed
+from sweeper.errors import AbortError, AuthError, CreditsError, UploadFailed
 from sweeper.progress import ProgressReporter
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
@@ -49,12 +49,14 @@ def write_spec(folder: Path, seeds: list[int], *, outputs: int = 2, name: str = 
     return spec
 
 
-async def run_sweep(spec_path: Path, run_dir: Path, base_url: str, *, key: str = KEY):
+async def run_sweep(
+    spec_path: Path, run_dir: Path, base_url: str, *, key: str = KEY, rpm: float | None = None
+):
     from sweeper.grid import count_jobs
 
     spec = load_spec(spec_path)
     settings = PoolSettings(
-        concurrency=4, requests_per_minute=None, max_attempts=4, request_timeout_s=5
+        concurrency=4, requests_per_minute=rpm, max_attempts=4, request_timeout_s=5
     )
     return await execute_sweep(
         spec,
@@ -176,6 +178,27 @@ async def test_an_image_on_disk_whose_journal_entry_was_lost_is_kept_not_fetched
     after = manifest(run_dir)
     assert after["sha256"].tolist() == before["sha256"].tolist()
     assert set(after["status"]) == {"succeeded"}
+
+
+def journal_states(run_dir: Path) -> dict[str, int]:
+    with sqlite3.connect(run_dir / "journal.sqlite") as db:
+        return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
+
+
+async def test_an_image_that_cannot_be_written_stops_the_run_but_keeps_every_answer(tmp_path):
+    spec = write_spec(tmp_path, [1, 2, 3, 4], outputs=1)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "images").write_text("a file where the folder belongs, as good as a full disk")
+    # Sends 0.25 s apart, each edit 0.6 s: when the first image fails to land, others are out.
+    async with run_simulator(SimulatorConfig(latency_s=0.6)) as sim:
+        with pytest.raises(AbortError, match="cannot write"):
+            await run_sweep(spec, run_dir, sim.base_url, rpm=240)
+        billed = sim.state.counters["succeeded"]
+    states = journal_states(run_dir)
+    assert billed >= 2
+    # Every edit the server billed was waited for and recorded, so a rerun only downloads.
+    assert states.get("generated", 0) == billed and "submitted" not in states, states
 
 
 async def test_a_rejected_key_aborts_before_more_than_concurrency_requests(tmp_path):
