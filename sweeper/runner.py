@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -304,6 +305,12 @@ class JobRunner:
                 error
                 if isinstance(error, SweeperError)
                 else AbortError(f"stopped by an unexpected error: {type(error).__name__}: {error}")
+            )
+            # Requests in flight can take minutes: say why the run has not ended yet.
+            print(
+                f"sweeper: stopping: {self.abort_error}; no new requests, waiting for the "
+                f"{self.counts.in_flight} in flight (Ctrl-C twice to stop now)",
+                file=sys.stderr,
             )
         self._stopping = True
 

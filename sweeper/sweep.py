@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from sweeper.spec import SweepSpec
 
 OFFLINE_KEY = "offline-simulator"
-GRACE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -141,9 +140,13 @@ async def execute_sweep(
     *,
     retry_policy: RetryPolicy | None = None,
     reporter: ProgressReporter | None = None,
-    grace_s: float = GRACE_S,
+    grace_s: float | None = None,
 ) -> RunSummary:
-    """Run every unsettled job of `spec` into `run_dir`; always leaves a manifest behind."""
+    """Run every unsettled job of `spec` into `run_dir`; always leaves a manifest behind.
+
+    After a first Ctrl-C the requests in flight get `grace_s` to finish (default:
+    the request timeout, since each may already be billed); a second one cancels.
+    """
     import aiohttp
 
     from sweeper.attempts import Attempts
@@ -189,7 +192,8 @@ async def execute_sweep(
             reporter.start(total)
             outcome = "failed"
             try:
-                await _run_until_done_or_stopped(runner, expand_jobs(spec), total, grace_s)
+                grace = settings.request_timeout_s if grace_s is None else grace_s
+                await _run_until_done_or_stopped(runner, expand_jobs(spec), total, grace)
                 outcome = _outcome(runner.counts)
             except InterruptedRun:
                 outcome = "interrupted"
@@ -207,9 +211,14 @@ async def _run_until_done_or_stopped(runner, jobs, total: int, grace_s: float) -
     """Run the pool; the first Ctrl-C/SIGTERM stops sending, a second (or the grace) cancels."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(runner.run(jobs, total))
+    signals = 0
 
     def on_signal() -> None:
-        if runner.stopping:
+        # Counted apart from runner.stopping: after an abort (which also stops the
+        # runner) a first Ctrl-C must still leave billed requests their grace.
+        nonlocal signals
+        signals += 1
+        if signals > 1:
             task.cancel()
             return
         runner.stop()
@@ -229,7 +238,9 @@ async def _run_until_done_or_stopped(runner, jobs, total: int, grace_s: float) -
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-    if runner.stopping and runner.abort_error is None:
+    if runner.abort_error is not None:
+        raise runner.abort_error  # also when Ctrl-C cut the abort's wait short
+    if runner.stopping:
         raise InterruptedRun(
             "interrupted; everything finished so far is kept. Run the same command again to resume"
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -180,6 +182,14 @@ async def test_an_image_on_disk_whose_journal_entry_was_lost_is_kept_not_fetched
     assert set(after["status"]) == {"succeeded"}
 
 
+async def wait_until(condition, timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the simulator never got there")
+
+
 def journal_states(run_dir: Path) -> dict[str, int]:
     with sqlite3.connect(run_dir / "journal.sqlite") as db:
         return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
@@ -199,6 +209,22 @@ async def test_an_image_that_cannot_be_written_stops_the_run_but_keeps_every_ans
     assert billed >= 2
     # Every edit the server billed was waited for and recorded, so a rerun only downloads.
     assert states.get("generated", 0) == billed and "submitted" not in states, states
+
+
+async def test_one_ctrl_c_after_an_abort_still_waits_for_billed_requests_and_exits_3(tmp_path):
+    spec = write_spec(tmp_path, [1, 2], outputs=1)
+    fault = FaultRule("features", "status", status=401, times=1)
+    async with run_simulator(SimulatorConfig(latency_s=1.0, faults=[fault])) as sim:
+        run = asyncio.ensure_future(run_sweep(spec, tmp_path / "run", sim.base_url))
+        await wait_until(lambda: feature_requests(sim) >= 4)
+        await asyncio.sleep(0.1)  # the 401 has stopped the pool; three edits are running
+        os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(AuthError):
+            await run
+        billed = sim.state.counters["succeeded"]
+    # The three billed edits were waited for and their images kept; only the 401 failed.
+    assert billed == 3
+    assert journal_states(tmp_path / "run") == {"failed": 1, "succeeded": 3}
 
 
 async def test_a_rejected_key_aborts_before_more_than_concurrency_requests(tmp_path):
