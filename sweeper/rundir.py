@@ -62,15 +62,18 @@ def write_atomically(path: Path, text: str) -> None:
     partial.replace(path)
 
 
-def claim_run_dir(run_dir: Path, spec_name: str) -> closing[IO[str]]:
+def claim_run_dir(
+    run_dir: Path, spec_name: str, api_base: str, *, offline: bool = False
+) -> closing[IO[str]]:
     """Hold `run_dir` for this run until the returned handle is closed.
 
     Two runs in one directory would each send the jobs the other has not settled
-    yet, and pay twice; a directory holding another spec's run would mix two
-    studies in one manifest. Both are refused before anything is sent. The lock
+    yet, and pay twice; a directory holding another spec's run, or results from
+    another API (the offline simulator, say), would have its jobs skipped as done
+    and mixed into one manifest. All are refused before anything is sent. The lock
     is an flock, so a killed run never leaves a stale one behind.
     """
-    _refuse_other_spec(run_dir, spec_name)
+    _refuse_another_run(run_dir, spec_name, api_base, offline)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = (run_dir / LOCK_FILE).open("a", encoding="utf-8")
@@ -90,14 +93,26 @@ def claim_run_dir(run_dir: Path, spec_name: str) -> closing[IO[str]]:
     return closing(handle)
 
 
-def _refuse_other_spec(run_dir: Path, spec_name: str) -> None:
+def _refuse_another_run(run_dir: Path, spec_name: str, api_base: str, offline: bool) -> None:
     try:
         earlier = json.loads((run_dir / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    name = earlier.get("spec_name") if isinstance(earlier, dict) else None
+    if not isinstance(earlier, dict):
+        return
+    name = earlier.get("spec_name")
     if name and name != spec_name:
         raise SpecError(
             f"{run_dir}: holds a run of spec {name!r}, not {spec_name!r}; "
             "give another folder with --out"
+        )
+    was_offline = bool(earlier.get("offline"))
+    if (was_offline and offline) or "api_base" not in earlier:
+        return
+    if was_offline != offline or earlier["api_base"] != api_base:
+        before = "the offline simulator" if was_offline else earlier["api_base"]
+        now = "the offline simulator" if offline else api_base
+        raise SpecError(
+            f"{run_dir}: holds results from {before}, and this run would send to {now}; "
+            "its jobs would be taken as done. Give another folder with --out"
         )

@@ -67,9 +67,10 @@ class ApiTarget:
 
     base: str
     key: str
+    offline: bool = False  # the built-in simulator on a port of its own, new each run
 
     def __repr__(self) -> str:
-        return f"ApiTarget(base={self.base!r}, key=<hidden>)"
+        return f"ApiTarget(base={self.base!r}, key=<hidden>, offline={self.offline})"
 
 
 def run_from_cli(options: RunOptions) -> int:
@@ -128,7 +129,7 @@ async def _offline_target() -> AsyncIterator[ApiTarget]:
             f"sweeper: offline: using the built-in simulator at {simulator.base_url}",
             file=sys.stderr,
         )
-        yield ApiTarget(simulator.base_url, OFFLINE_KEY)
+        yield ApiTarget(simulator.base_url, OFFLINE_KEY, offline=True)
 
 
 async def execute_sweep(
@@ -162,9 +163,10 @@ async def execute_sweep(
     reporter = reporter or ProgressReporter()
     record = base_record(spec.name, spec.sha256) | {
         "api_base": target.base,
+        "offline": target.offline,
         "started_at": utc_now(),
     }
-    claim = claim_run_dir(run_dir, spec.name)
+    claim = claim_run_dir(run_dir, spec.name, target.base, offline=target.offline)
     freeze_spec(run_dir, spec.source_text)
     write_run_record(run_dir, record | {"outcome": "running"})
     started = time.monotonic()

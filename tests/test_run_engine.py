@@ -165,17 +165,18 @@ async def test_extending_a_spec_runs_only_the_new_jobs(tmp_path):
 async def test_an_image_on_disk_whose_journal_entry_was_lost_is_kept_not_fetched(tmp_path):
     spec = write_spec(tmp_path, [1, 2])
     run_dir = tmp_path / "run"
-    async with run_simulator(SimulatorConfig()) as first:
-        await run_sweep(spec, run_dir, first.base_url)
-    before = manifest(run_dir)
-    # What kill -9 can leave: images renamed into place, their "done" not yet committed.
-    with sqlite3.connect(run_dir / "journal.sqlite") as db:
-        db.execute("UPDATE jobs SET state = 'generated'")
-        db.execute("UPDATE outputs SET status = 'pending', file = NULL, sha256 = NULL")
-    # The first simulator (and every URL it gave) is gone: only the disk can settle these jobs.
-    async with run_simulator(SimulatorConfig()) as second:
-        again = await run_sweep(spec, run_dir, second.base_url)
-        assert second.state.counters["storage"] == feature_requests(second) == 0
+    async with run_simulator(SimulatorConfig()) as sim:
+        await run_sweep(spec, run_dir, sim.base_url)
+        before = manifest(run_dir)
+        # What kill -9 can leave: images renamed into place, their "done" not yet committed.
+        with sqlite3.connect(run_dir / "journal.sqlite") as db:
+            db.execute("UPDATE jobs SET state = 'generated'")
+            db.execute("UPDATE outputs SET status = 'pending', file = NULL, sha256 = NULL")
+        # Every URL has expired by now: only the disk can settle these jobs.
+        sim.state.faults.append(FaultRule("storage", "expired", times=1000))
+        sent, fetched = feature_requests(sim), sim.state.counters["storage"]
+        again = await run_sweep(spec, run_dir, sim.base_url)
+        assert (feature_requests(sim), sim.state.counters["storage"]) == (sent, fetched)
     assert again.succeeded == 4 and again.requests == 0
     after = manifest(run_dir)
     assert after["sha256"].tolist() == before["sha256"].tolist()

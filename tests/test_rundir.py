@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from sweeper.cli import main
+from sweeper.errors import SpecError
 from sweeper.rundir import claim_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,7 +22,7 @@ def run_demo(run_dir: Path):
 
 def test_a_second_run_into_a_busy_folder_is_refused_before_sending(tmp_path):
     run_dir = tmp_path / "run"
-    with claim_run_dir(run_dir, "demo"):
+    with claim_run_dir(run_dir, "demo", "http://127.0.0.1:1"):
         result = run_demo(run_dir)
     assert result.exit_code == 2, result.output
     assert "another sweeper run is using this folder" in result.stderr
@@ -29,9 +31,11 @@ def test_a_second_run_into_a_busy_folder_is_refused_before_sending(tmp_path):
 
 def test_the_claim_ends_with_the_run_that_held_it(tmp_path):
     run_dir = tmp_path / "run"
-    with claim_run_dir(run_dir, "demo"):
+    with claim_run_dir(run_dir, "demo", "http://127.0.0.1:1"):
         pass
-    with claim_run_dir(run_dir, "demo"):  # would raise if the first were still held
+    with claim_run_dir(
+        run_dir, "demo", "http://127.0.0.1:1"
+    ):  # would raise if the first were still held
         pass
 
 
@@ -52,3 +56,30 @@ def test_an_unwritable_folder_is_one_line_not_a_traceback(tmp_path):
     assert result.exit_code == 2
     assert "cannot write the run folder" in result.stderr and "--out" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_an_offline_run_resumes_offline_but_is_never_taken_for_the_api(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    assert run_demo(run_dir).exit_code == 0
+    again = run_demo(run_dir)  # another simulator on another port: still "offline"
+    assert again.exit_code == 0
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["offline"] and record["this_run"]["skipped_already_done"] == 18
+    monkeypatch.setenv("ONEMIN_API_KEY", "k")
+    monkeypatch.setenv("ONEMIN_API_BASE", "http://127.0.0.1:1")
+    real = CliRunner().invoke(main, ["run", str(DEMO), "--out", str(run_dir)])
+    assert real.exit_code == 2
+    assert "holds results from the offline simulator" in real.stderr
+    assert "would send to http://127.0.0.1:1" in real.stderr
+
+
+def test_results_from_one_api_are_not_resumed_against_another(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(
+        json.dumps({"spec_name": "demo", "api_base": "https://api.1min.ai", "offline": False})
+    )
+    with pytest.raises(SpecError, match=r"holds results from https://api\.1min\.ai"):
+        claim_run_dir(run_dir, "demo", "https://gateway.example")
+    with claim_run_dir(run_dir, "demo", "https://api.1min.ai"):
+        pass
