@@ -100,13 +100,28 @@ def write_manifest(journal: Journal, run_dir: Path) -> int:
 
 def write_streaming(journal: Journal, targets: list[Path]) -> int:
     """Write the manifest to each .csv / .parquet target batch by batch; returns rows."""
+    schema = arrow_schema()
+    partials = [target.with_name(f".{target.name}.part") for target in targets]
+    try:
+        rows = _write_partials(journal, targets, partials, schema)
+    except BaseException:
+        for partial in partials:  # a full disk should not also keep half-written files
+            with suppress(OSError):
+                partial.unlink(missing_ok=True)
+        raise
+    for partial, target in zip(partials, targets, strict=True):
+        partial.replace(target)
+    return rows
+
+
+def _write_partials(
+    journal: Journal, targets: list[Path], partials: list[Path], schema: pa.Schema
+) -> int:
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    schema = arrow_schema()
     text_schema = csv_schema(schema)
     no_header = pa_csv.WriteOptions(include_header=False)
-    partials = [target.with_name(f".{target.name}.part") for target in targets]
     rows = 0
     with ExitStack() as stack:
         csv_writers, parquet_writers = [], []
@@ -126,8 +141,6 @@ def write_streaming(journal: Journal, targets: list[Path]) -> int:
             for csv_writer in csv_writers:
                 csv_writer.write_batch(text)
             rows += len(batch)
-    for partial, target in zip(partials, targets, strict=True):
-        partial.replace(target)
     return rows
 
 

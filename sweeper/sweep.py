@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE
-from sweeper.errors import InterruptedRun, SpecError
+from sweeper.errors import AbortError, InterruptedRun, SpecError
 from sweeper.rundir import (
     base_record,
     claim_run_dir,
@@ -269,12 +269,33 @@ def _warn_about_unanswered(journal) -> None:
         )
 
 
+FINISHED_OUTCOMES = ("complete", "finished with failures")
+
+
 def _outcome(counts) -> str:
     settled = counts.skipped + counts.succeeded
-    return "complete" if settled == counts.total else "finished with failures"
+    return FINISHED_OUTCOMES[0] if settled == counts.total else FINISHED_OUTCOMES[1]
 
 
 def _finish(journal, run_dir: Path, target: ApiTarget, runner, record, started, outcome):
+    """Write the manifest, run.json and the summary; never hide the error that ended a run."""
+    import sqlite3
+
+    try:
+        return _write_results(journal, run_dir, target, runner, record, started, outcome)
+    except (OSError, sqlite3.Error) as error:
+        problem = AbortError(
+            f"could not write the manifest of {run_dir} ({error}); the journal keeps every "
+            f"result: once this is fixed, run `sweeper export {run_dir} --to FILE.csv`"
+        )
+        if outcome in FINISHED_OUTCOMES:
+            raise problem from None
+        # Already ending with an error (called from a finally): that one is what the user sees.
+        print(f"sweeper: warning: {problem}", file=sys.stderr)
+        return None
+
+
+def _write_results(journal, run_dir: Path, target: ApiTarget, runner, record, started, outcome):
     from sweeper.manifest import write_manifest
     from sweeper.progress import RunSummary, print_summary
 

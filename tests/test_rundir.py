@@ -83,3 +83,40 @@ def test_results_from_one_api_are_not_resumed_against_another(tmp_path):
         claim_run_dir(run_dir, "demo", "https://gateway.example")
     with claim_run_dir(run_dir, "demo", "https://api.1min.ai"):
         pass
+
+
+def test_a_manifest_that_cannot_be_written_is_exit_3_and_leaves_no_part_file(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".manifest.parquet.part").mkdir(parents=True)  # as unwritable as a full disk
+    result = run_demo(run_dir)
+    assert result.exit_code == 3, result.output
+    assert "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("sweeper: error: could not write the manifest")
+    assert f"sweeper export {run_dir}" in last
+    assert not (run_dir / ".manifest.csv.part").exists()
+
+
+def test_an_error_of_the_machine_is_one_line_and_exit_3(capsys):
+    from sweeper.cli import reports_errors
+
+    @reports_errors
+    def fails() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(SystemExit) as exited:
+        fails()
+    assert exited.value.code == 3
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("sweeper: error: [Errno 28] No space left on device")
+
+
+def test_a_bug_still_shows_its_traceback():
+    from sweeper.cli import reports_errors
+
+    @reports_errors
+    def buggy() -> None:
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError):
+        buggy()
