@@ -140,7 +140,7 @@ def parse_edit_result(payload: Any, api_key: str = "") -> EditResult:
     record = payload.get("aiRecord") if isinstance(payload, dict) else None
     if not isinstance(record, dict):
         raise JobError("the API's answer has no aiRecord")
-    detail = record.get("aiRecordDetail") or {}
+    detail = _mapping(record.get("aiRecordDetail"))
     status = record.get("status")
     paths = detail.get("resultObject") or []
     urls = record.get("temporaryUrl") or []
@@ -161,15 +161,20 @@ def parse_edit_result(payload: Any, api_key: str = "") -> EditResult:
 
 def _asset_path_from(payload: Any, api_key: str) -> str:
     if isinstance(payload, dict):
-        path = (payload.get("fileContent") or {}).get("path") or (payload.get("asset") or {}).get(
-            "key"
-        )
+        path = _mapping(payload.get("fileContent")).get("path") or _mapping(
+            payload.get("asset")
+        ).get("key")
         if isinstance(path, str) and path:
             return path
     raise TransientError(
         "the upload answer has neither fileContent.path nor asset.key: "
         + redact(json.dumps(payload)[:MESSAGE_LIMIT], api_key)
     )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """`value` if the server sent an object there, else an empty one: never crash on a shape."""
+    return value if isinstance(value, dict) else {}
 
 
 def server_message(text: str, api_key: str = "") -> str:

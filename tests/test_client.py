@@ -130,3 +130,19 @@ def test_server_message_is_one_short_line_without_the_key() -> None:
 
 def test_redact_without_a_key_changes_nothing() -> None:
     assert redact("abc", "") == "abc"
+
+
+@pytest.mark.parametrize("detail", ["oops", None, ["a.webp"], 42])
+def test_a_record_of_the_wrong_shape_fails_the_job_instead_of_crashing(detail) -> None:
+    payload = record()
+    payload["aiRecord"]["aiRecordDetail"] = detail
+    with pytest.raises(JobError, match="no images"):
+        parse_edit_result(payload)
+
+
+@pytest.mark.parametrize("body", [{"fileContent": "x"}, {"asset": ["k"]}, {"fileContent": {}}])
+def test_an_upload_answer_of_the_wrong_shape_is_transient(body) -> None:
+    from sweeper.client import _asset_path_from
+
+    with pytest.raises(TransientError, match=r"neither fileContent\.path nor asset\.key"):
+        _asset_path_from(body, KEY)
