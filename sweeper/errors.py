@@ -6,6 +6,7 @@
     │   ├── AuthError       the API key is missing or was rejected
     │   ├── CreditsError    the account is out of credits
     │   ├── UploadFailed    an input image could not be uploaded, so no job can run
+    │   ├── ApiUnavailable  job after job gave up on transient failures: an outage
     │   └── InterruptedRun  the user pressed Ctrl-C or the process got SIGTERM
     ├── TransientError      a failure worth retrying (5xx, 429, reset, timeout)
     │   └── RateLimited     a 429; carries the server's Retry-After, if any
@@ -45,6 +46,10 @@ class CreditsError(AbortError):
 
 class UploadFailed(AbortError):
     """Every attempt to upload an input image failed: the API is down or unreachable."""
+
+
+class ApiUnavailable(AbortError):
+    """Several jobs in a row exhausted their attempts: the API is down or unreachable."""
 
 
 class InterruptedRun(AbortError):

@@ -28,12 +28,14 @@ from sweeper.assets import AssetUploader
 from sweeper.attempts import Attempts, GaveUp
 from sweeper.client import ApiClient, EditResult
 from sweeper.downloads import download_output, kept_output, output_file_name
-from sweeper.errors import AbortError, InterruptedRun, JobError, SweeperError
+from sweeper.errors import AbortError, ApiUnavailable, InterruptedRun, JobError, SweeperError
 from sweeper.job import Job
 from sweeper.journal import Journal, PendingDownload
 
 Work = Callable[[], Awaitable[None]]
 YIELD_EVERY = 500
+# Jobs in a row that may give up after all their attempts before the run stops (at least).
+GAVE_UP_LIMIT = 3
 # How often deferred journal changes (downloads done, jobs succeeded) are committed.
 FLUSH_EVERY_S = 0.2
 
@@ -88,6 +90,7 @@ class JobRunner:
         self._stopping = False
         self._commit_waiters: list[asyncio.Future[None]] | None = None
         self.counts = RunCounts()
+        self._gave_up_in_a_row = 0
         self.abort_error: SweeperError | None = None
         attempts.stopping = lambda: self._stopping
 
@@ -215,12 +218,17 @@ class JobRunner:
         except AbortError as error:
             self._abort(job, error)
             return
-        except (JobError, GaveUp) as error:
+        except GaveUp as error:
+            self._fail(job.job_id, str(error))
+            self._note_gave_up(error)
+            return
+        except JobError as error:
             self._fail(job.job_id, str(error))
             return
         except SweeperError as error:
             self._abort(job, error)
             return
+        self._gave_up_in_a_row = 0
         self._journal.mark_generated(
             job.job_id, result.record_uuid, result.outputs, time.time(), latency, commit=False
         )
@@ -297,6 +305,22 @@ class JobRunner:
         """Stop the whole pool; the job that saw it was not billed, so it is marked failed."""
         self._stop_for(error)
         self._fail(job.job_id, f"run aborted: {error}")
+
+    def _note_gave_up(self, error: GaveUp) -> None:
+        """Stop when the API has stopped answering, rather than fail every job in turn.
+
+        One job giving up is that job's bad luck; `concurrency` of them in a row, with
+        no edit answered in between, is an outage, and the rest would only repeat it.
+        """
+        self._gave_up_in_a_row += 1
+        if self._gave_up_in_a_row >= max(GAVE_UP_LIMIT, self._concurrency):
+            self._stop_for(
+                ApiUnavailable(
+                    f"the API at {self._client.api_base} gave no answer to "
+                    f"{self._gave_up_in_a_row} jobs in a row (last: {error}); nothing more "
+                    "is sent. Run the same command again when it is back"
+                )
+            )
 
     def _stop_for(self, error: Exception) -> None:
         """Send nothing more and end the run with `error` (the first one wins)."""

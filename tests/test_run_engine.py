@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweeper.errors import AbortError, AuthError, CreditsError, UploadFailed
+from sweeper.errors import AbortError, ApiUnavailable, AuthError, CreditsError, UploadFailed
 from sweeper.progress import ProgressReporter
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
@@ -52,13 +52,19 @@ def write_spec(folder: Path, seeds: list[int], *, outputs: int = 2, name: str = 
 
 
 async def run_sweep(
-    spec_path: Path, run_dir: Path, base_url: str, *, key: str = KEY, rpm: float | None = None
+    spec_path: Path,
+    run_dir: Path,
+    base_url: str,
+    *,
+    key: str = KEY,
+    rpm: float | None = None,
+    concurrency: int = 4,
 ):
     from sweeper.grid import count_jobs
 
     spec = load_spec(spec_path)
     settings = PoolSettings(
-        concurrency=4, requests_per_minute=rpm, max_attempts=4, request_timeout_s=5
+        concurrency=concurrency, requests_per_minute=rpm, max_attempts=4, request_timeout_s=5
     )
     return await execute_sweep(
         spec,
@@ -270,6 +276,29 @@ async def test_an_upload_that_never_succeeds_stops_the_run_before_any_edit(tmp_p
         assert feature_requests(sim) == 0
         assert sim.state.counters["uploads"] <= FAST_RETRIES.max_attempts
     assert set(manifest(tmp_path / "run")["status"]) <= {"failed", "pending"}
+
+
+async def test_an_api_that_stops_answering_stops_the_run_instead_of_failing_every_job(tmp_path):
+    spec = write_spec(tmp_path, list(range(1, 11)), outputs=1)  # 20 jobs
+    fault = FaultRule("features", "status", status=503, times=1000)
+    async with run_simulator(SimulatorConfig(faults=[fault])) as sim:
+        with pytest.raises(ApiUnavailable, match="gave no answer to 4 jobs in a row"):
+            await run_sweep(spec, tmp_path / "run", sim.base_url)
+        # About two rounds of the pool (4 workers x 4 attempts), not 20 jobs x 4 attempts.
+        assert feature_requests(sim) <= 2 * 4 * FAST_RETRIES.max_attempts
+    assert "succeeded" not in journal_states(tmp_path / "run")
+
+
+async def test_jobs_that_give_up_between_answered_ones_do_not_stop_the_run(tmp_path):
+    spec = write_spec(tmp_path, list(range(1, 5)), outputs=1)  # 8 jobs, sent one at a time
+    # Jobs 1-2 give up (4 failed attempts each), job 3 is answered, jobs 4-5 give up.
+    faults = [
+        FaultRule("features", "status", status=503, times=8),
+        FaultRule("features", "status", status=503, times=8, after=1),
+    ]
+    async with run_simulator(SimulatorConfig(faults=faults)) as sim:
+        summary = await run_sweep(spec, tmp_path / "run", sim.base_url, concurrency=1)
+    assert (summary.failed, summary.succeeded) == (4, 4)
 
 
 async def test_a_bad_request_fails_that_job_only(tmp_path):
