@@ -36,6 +36,12 @@ JOURNAL_FILE = "journal.sqlite"
 SCHEMA_VERSION = 1
 BATCH = 5000
 MAX_DEFERRED = 2000
+# SQLite's page cache, in KiB (negative cache_size). Bounded so memory does not grow
+# with the journal: 8 MiB holds the job-id index of several hundred thousand jobs,
+# and the OS page cache serves the rest.
+CACHE_KIB = 8192
+# Ids per `IN (...)` look-up: well under SQLite's limit of 32,766 bound parameters.
+STATES_BATCH = 1000
 PARAM_COLUMNS = tuple(PARAMS)
 SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT", bool: "INTEGER"}
 
@@ -114,7 +120,7 @@ class Journal:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             # Job ids are random hashes: inserts land all over the index, so keep it cached.
-            connection.execute("PRAGMA cache_size=-65536")
+            connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             connection.executescript(SCHEMA)
         except sqlite3.DatabaseError as error:
             raise SpecError(f"{path}: not a usable sweeper journal ({error})") from error
@@ -227,7 +233,19 @@ class Journal:
         return self._read("SELECT count(*) FROM jobs").fetchone()[0]
 
     def job_states(self) -> dict[str, str]:
+        """Every job's state: for small journals and tests; the runner asks `states_of`."""
         return dict(self._read("SELECT job_id, state FROM jobs"))
+
+    def states_of(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The states of these jobs (those in the journal), in one query per STATES_BATCH ids."""
+        states: dict[str, str] = {}
+        for start in range(0, len(job_ids), STATES_BATCH):
+            chunk = job_ids[start : start + STATES_BATCH]
+            marks = ", ".join("?" * len(chunk))
+            states.update(
+                self._read(f"SELECT job_id, state FROM jobs WHERE job_id IN ({marks})", chunk)
+            )
+        return states
 
     def counts(self) -> dict[str, int]:
         return dict(self._read("SELECT state, count(*) FROM jobs GROUP BY state"))
@@ -327,6 +345,15 @@ class Journal:
             "ORDER BY j.idx, o.output_index"
         )
         return [PendingDownload(*row) for row in rows]
+
+    def downloaded_jobs(self) -> list[str]:
+        """Generated jobs with every output on disk: only their success was lost (deferred)."""
+        rows = self._read(
+            "SELECT job_id FROM jobs j WHERE j.state = 'generated' AND NOT EXISTS "
+            "(SELECT 1 FROM outputs o WHERE o.job_id = j.job_id AND o.status != 'done') "
+            "ORDER BY j.idx"
+        )
+        return [job_id for (job_id,) in rows]
 
     def job_row(self, job_id: str) -> dict[str, Any] | None:
         """Everything stored about one job, its outputs included."""

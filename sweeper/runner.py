@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 import aiohttp
@@ -33,7 +34,8 @@ from sweeper.job import Job
 from sweeper.journal import Journal, PendingDownload
 
 Work = Callable[[], Awaitable[None]]
-YIELD_EVERY = 500
+# Jobs whose journal states the feeder looks up at once (it yields to the loop after each).
+FEED_BATCH = 500
 # Jobs in a row that may give up after all their attempts before the run stops (at least).
 GAVE_UP_LIMIT = 3
 # How often deferred journal changes (downloads done, jobs succeeded) are committed.
@@ -122,18 +124,20 @@ class JobRunner:
     async def _feed(self, queue: asyncio.Queue[Work | None], jobs: Iterable[Job]) -> None:
         for work in self._resumed_downloads():
             await queue.put(work)
-        states = self._journal.job_states()
-        for seen, job in enumerate(jobs, start=1):
-            if self._stopping:
-                break
-            state = states.get(job.job_id)
-            if state == "succeeded":
-                self.counts.skipped += 1
-            elif state != "generated":  # generated jobs are finished by _resumed_downloads
-                await queue.put(self._job_work(job))
-            if seen % YIELD_EVERY == 0:
-                self._changed()
-                await asyncio.sleep(0)
+        # States are looked up a batch of jobs at a time, so memory stays flat at any size.
+        remaining = iter(jobs)
+        while not self._stopping and (batch := list(islice(remaining, FEED_BATCH))):
+            states = self._journal.states_of([job.job_id for job in batch])
+            for job in batch:
+                if self._stopping:
+                    break
+                state = states.get(job.job_id)
+                if state == "succeeded":
+                    self.counts.skipped += 1
+                elif state != "generated":  # generated jobs are finished by _resumed_downloads
+                    await queue.put(self._job_work(job))
+            self._changed()
+            await asyncio.sleep(0)
         for _ in range(self._concurrency):
             await queue.put(None)
 
@@ -179,9 +183,8 @@ class JobRunner:
         by_job: dict[str, list[PendingDownload]] = {}
         for pending in self._journal.pending_downloads():
             by_job.setdefault(pending.job_id, []).append(pending)
-        for job_id, state in self._journal.job_states().items():
-            if state == "generated" and job_id not in by_job:
-                self._journal.mark_succeeded(job_id, time.time())
+        for job_id in self._journal.downloaded_jobs():
+            self._journal.mark_succeeded(job_id, time.time())
         return [self._downloads_work(job_id, outputs) for job_id, outputs in by_job.items()]
 
     def _job_work(self, job: Job) -> Work:

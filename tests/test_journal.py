@@ -77,6 +77,33 @@ def test_states_move_forward_and_pending_downloads_are_listed(tmp_path):
         assert [o["status"] for o in row["outputs"]] == ["done", "done"]
 
 
+def test_states_are_looked_up_by_job_id_in_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr("sweeper.journal.STATES_BATCH", 3)
+    with Journal.open(tmp_path) as journal:
+        jobs = [job(i) for i in range(8)]
+        journal.add_jobs(jobs, BASE)
+        finish(journal, jobs[4])
+        asked = [j.job_id for j in jobs[2:]] + ["not-a-job"]
+        states = journal.states_of(asked)
+        assert states == {j.job_id: "planned" for j in jobs[2:]} | {jobs[4].job_id: "succeeded"}
+
+
+def test_generated_jobs_with_every_output_done_are_the_downloaded_ones(tmp_path):
+    with Journal.open(tmp_path) as journal:
+        done, half, none, finished = job(1, outputs=2), job(2, outputs=2), job(3), job(4)
+        journal.add_jobs([done, half, none, finished], BASE)
+        for j, outputs in ((done, 2), (half, 2), (none, 0)):
+            journal.mark_submitted(j.job_id, 1, request_json(), 1.0)
+            remote = [RemoteOutput(k, f"r{k}", f"u{k}") for k in range(outputs)]
+            journal.mark_generated(j.job_id, "u", remote, 2.0, 0.5)
+        for k in (0, 1):
+            journal.mark_output_done(done.job_id, k, f"images/{k}.webp", "ff", 10, 4, 4)
+        journal.mark_output_done(half.job_id, 0, "images/h.webp", "ff", 10, 4, 4)
+        finish(journal, finished)
+        assert journal.downloaded_jobs() == [done.job_id, none.job_id]
+        assert [p.job_id for p in journal.pending_downloads()] == [half.job_id]
+
+
 def test_asset_cache_is_per_api_base(tmp_path):
     with Journal.open(tmp_path) as journal:
         journal.remember_asset(BASE, "ab", "development/images/x.jpg")

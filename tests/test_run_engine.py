@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 from sweeper.errors import AbortError, ApiUnavailable, AuthError, CreditsError, UploadFailed
+from sweeper.journal import Journal
 from sweeper.progress import ProgressReporter
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
@@ -121,6 +122,28 @@ async def test_rerun_of_a_finished_sweep_sends_nothing(tmp_path):
         assert (feature_requests(sim), sim.state.counters["uploads"]) == sent
     assert again.requests == 0 and again.skipped == 4
     assert len(manifest(tmp_path / "run")) == 8
+
+
+async def test_a_rerun_looks_up_states_batch_by_batch_not_all_at_once(tmp_path, monkeypatch):
+    """A dict of every job's state would grow with the sweep; the feeder asks per batch."""
+    spec = write_spec(tmp_path, list(range(1, 8)))  # 14 jobs
+    async with run_simulator(SimulatorConfig()) as sim:
+        await run_sweep(spec, tmp_path / "run", sim.base_url)
+        monkeypatch.setattr("sweeper.runner.FEED_BATCH", 4)
+        asked: list[int] = []
+        states_of = Journal.states_of
+
+        def spy(journal, job_ids):
+            asked.append(len(job_ids))
+            return states_of(journal, job_ids)
+
+        monkeypatch.setattr(Journal, "states_of", spy)
+        monkeypatch.setattr(Journal, "job_states", None)  # not called during a run
+        sent = feature_requests(sim)
+        again = await run_sweep(spec, tmp_path / "run", sim.base_url)
+        assert feature_requests(sim) == sent
+    assert asked == [4, 4, 4, 2]
+    assert again.requests == 0 and again.skipped == 14 and again.outcome == "complete"
 
 
 async def test_a_rerun_redoes_deferred_changes_lost_in_a_crash_without_paying(tmp_path):
