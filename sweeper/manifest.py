@@ -5,8 +5,9 @@ Built from the journal with one SQL join, written as `DIR/manifest.csv` and
 never sees half a file. `export_manifest` writes the same table anywhere.
 
 The two files are written together, streaming: rows are read in batches of
-BATCH_ROWS, typed once with pyarrow, and appended to both, so a million-row
-manifest needs the memory of one batch, not of a pandas frame of the whole run.
+BATCH_ROWS, typed once with pyarrow, and appended to both (the Parquet file in
+row groups of ROW_GROUP_ROWS), so a manifest of any size needs the memory of a
+few batches, not of a pandas frame of the whole run.
 `manifest_frame` is the same table as one pandas frame, for the report.
 """
 
@@ -55,8 +56,12 @@ ORDER BY j.idx, o.output_index
 NULLABLE_INTS = ("bytes", "width", "height", "attempts", "output_index")
 TEXT_COLUMNS = ("file", "sha256", "asset_path", "record_uuid", "remote_path", "error")
 EXPORT_SUFFIXES = (".csv", ".parquet", ".jsonl")
-BATCH_ROWS = 20_000
+# Rows per read: the query's rows are Python tuples of ~1 KB each (request_json is most
+# of it), so up to READ_AHEAD + 2 batches in memory stay a few tens of MB at any size.
+BATCH_ROWS = 5_000
 READ_AHEAD = 2
+# Rows per Parquet row group, gathered from several typed batches.
+ROW_GROUP_ROWS = 20_000
 PLAIN_INTS = ("seed", "num_inference_steps", "output_quality", "num_outputs")
 BOOL_COLUMNS = ("go_fast", "disable_safety_checker")
 FLOAT_COLUMNS = ("guidance", "latency_s")
@@ -134,14 +139,28 @@ def _write_partials(
                 csv_writers.append(stack.enter_context(writer))
             else:
                 parquet_writers.append(stack.enter_context(pq.ParquetWriter(partial, schema)))
+        group: list[pa.RecordBatch] = []  # typed rows waiting for their Parquet row group
         for order, batch in _row_batches(journal):
             typed, text = _typed_batch(batch, order, schema, text_schema)
-            for parquet_writer in parquet_writers:
-                parquet_writer.write_batch(typed)
             for csv_writer in csv_writers:
                 csv_writer.write_batch(text)
+            group.append(typed)
             rows += len(batch)
+            if sum(map(len, group)) >= ROW_GROUP_ROWS:
+                _write_row_group(parquet_writers, group)
+        _write_row_group(parquet_writers, group)
     return rows
+
+
+def _write_row_group(parquet_writers: list, group: list[pa.RecordBatch]) -> None:
+    """Typed batches (compact Arrow memory, unlike the query's tuples) as one row group."""
+    import pyarrow as pa
+
+    if group:
+        table = pa.Table.from_batches(group)
+        for parquet_writer in parquet_writers:
+            parquet_writer.write_table(table, row_group_size=len(table))
+        group.clear()
 
 
 def _row_batches(journal: Journal) -> Iterator[tuple[list[int], list[tuple]]]:
