@@ -24,7 +24,8 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
+from itertools import groupby, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -159,8 +160,9 @@ class Journal:
         """One transaction that also carries every deferred change (autocommit is off inside)."""
         self._db.execute("BEGIN")
         try:
-            for sql, args in self._deferred:
-                self._db.execute(sql, args)
+            # Consecutive changes of one kind go in one executemany, in their order.
+            for sql, changes in groupby(self._deferred, key=itemgetter(0)):
+                self._db.executemany(sql, [args for _, args in changes])
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -251,18 +253,25 @@ class Journal:
         return dict(self._read("SELECT state, count(*) FROM jobs GROUP BY state"))
 
     def mark_submitted(
-        self, job_id: str, attempt: int, request_json: str, at: float, *, commit: bool = True
+        self,
+        job_id: str,
+        attempt: int,
+        request_json: str,
+        at: float,
+        *,
+        asset_path: str,
+        commit: bool = True,
     ) -> None:
         """Before the request leaves: it may be billed from here on. Keeps the latest time.
 
-        With `commit=False` the change is only staged: the caller must `flush()` (or
-        wait for the runner's group commit) before the request leaves.
+        `asset_path` is the imageUrl inside `request_json` (the caller built both). With
+        `commit=False` the change is only staged: the caller must `flush()` (or wait
+        for the runner's group commit) before the request leaves.
         """
-        asset = json.loads(request_json).get("promptObject", {}).get("imageUrl")
         self._stage(
             "UPDATE jobs SET state = 'submitted', attempts = ?, request_json = ?, "
             "submitted_at = ?, asset_path = ?, error = NULL WHERE job_id = ?",
-            [(attempt, request_json, at, asset, job_id)],
+            [(attempt, request_json, at, asset_path, job_id)],
             commit=commit,
         )
 

@@ -214,7 +214,7 @@ class JobRunner:
             asset_path = await self._uploader.asset_path(job.image)
             request_json = encode_request(job.request_body(asset_path))
             result, latency = await self._attempts.call(
-                lambda attempt: self._send(job, request_json, attempt), paced=True
+                lambda attempt: self._send(job, request_json, asset_path, attempt), paced=True
             )
         except InterruptedRun:
             return
@@ -239,8 +239,12 @@ class JobRunner:
         pairs = [(output.index, output.url) for output in result.outputs]
         await self._download_all(job.job_id, job.params["format"], pairs)
 
-    async def _send(self, job: Job, request_json: str, attempt: int) -> tuple[EditResult, float]:
-        self._journal.mark_submitted(job.job_id, attempt, request_json, time.time(), commit=False)
+    async def _send(
+        self, job: Job, request_json: str, asset_path: str, attempt: int
+    ) -> tuple[EditResult, float]:
+        self._journal.mark_submitted(
+            job.job_id, attempt, request_json, time.time(), asset_path=asset_path, commit=False
+        )
         await self._committed()  # durable before the request leaves
         if self._stopping and self.abort_error is not None:
             # Never sent: say so, or the rerun would warn that it may have been billed.

@@ -34,12 +34,15 @@ def job(index: int, outputs: int = 1):
     return make_job(index, "black-forest-labs/flux-depth-dev", IMAGE, params)
 
 
-def request_json(asset: str = "development/images/a.jpg") -> str:
+ASSET = "development/images/a.jpg"
+
+
+def request_json(asset: str = ASSET) -> str:
     return json.dumps({"promptObject": {"imageUrl": asset, "seed": 1}})
 
 
 def finish(journal: Journal, j, *, outputs: int = 1) -> None:
-    journal.mark_submitted(j.job_id, 1, request_json(), 100.0)
+    journal.mark_submitted(j.job_id, 1, request_json(), 100.0, asset_path=ASSET)
     remote = [
         RemoteOutput(k, f"development/images/{j.job_id}_{k}.webp", "u") for k in range(outputs)
     ]
@@ -61,9 +64,9 @@ def test_states_move_forward_and_pending_downloads_are_listed(tmp_path):
         a, b, c = job(1, outputs=2), job(2), job(3)
         journal.add_jobs([a, b, c], BASE)
         finish(journal, a, outputs=2)
-        journal.mark_submitted(b.job_id, 1, request_json(), 1.0)
+        journal.mark_submitted(b.job_id, 1, request_json(), 1.0, asset_path=ASSET)
         journal.mark_generated(b.job_id, "u", [RemoteOutput(0, "r", "url")], 2.0, 0.5)
-        journal.mark_submitted(c.job_id, 2, request_json(), 1.0)
+        journal.mark_submitted(c.job_id, 2, request_json(), 1.0, asset_path=ASSET)
         journal.mark_failed(c.job_id, "400: bad seed", 3.0)
         assert journal.job_states() == {
             a.job_id: "succeeded",
@@ -93,7 +96,7 @@ def test_generated_jobs_with_every_output_done_are_the_downloaded_ones(tmp_path)
         done, half, none, finished = job(1, outputs=2), job(2, outputs=2), job(3), job(4)
         journal.add_jobs([done, half, none, finished], BASE)
         for j, outputs in ((done, 2), (half, 2), (none, 0)):
-            journal.mark_submitted(j.job_id, 1, request_json(), 1.0)
+            journal.mark_submitted(j.job_id, 1, request_json(), 1.0, asset_path=ASSET)
             remote = [RemoteOutput(k, f"r{k}", f"u{k}") for k in range(outputs)]
             journal.mark_generated(j.job_id, "u", remote, 2.0, 0.5)
         for k in (0, 1):
@@ -229,7 +232,7 @@ def test_status_and_export_through_the_cli(tmp_path):
         finish(journal, jobs[0])
         journal.mark_failed(jobs[1].job_id, "400: nope", 5.0)
         journal.mark_failed(jobs[2].job_id, "400: nope", 5.0)
-        journal.mark_submitted(jobs[3].job_id, 1, request_json(), 1.0)
+        journal.mark_submitted(jobs[3].job_id, 1, request_json(), 1.0, asset_path=ASSET)
     result = CliRunner().invoke(main, ["status", str(tmp_path)])
     assert result.exit_code == 0
     assert "failed x2: 400: nope" in result.stdout
