@@ -122,7 +122,8 @@ class JobRunner:
         return self.counts
 
     async def _feed(self, queue: asyncio.Queue[Work | None], jobs: Iterable[Job]) -> None:
-        for work in self._resumed_downloads():
+        resumed = self._resumed_downloads()
+        for work in resumed.values():
             await queue.put(work)
         # States are looked up a batch of jobs at a time, so memory stays flat at any size.
         remaining = iter(jobs)
@@ -131,6 +132,10 @@ class JobRunner:
             for job in batch:
                 if self._stopping:
                     break
+                if job.job_id in resumed:
+                    # Paid for already: its downloads are queued above, and if they fail
+                    # meanwhile (an expired link), sending it again here would pay twice.
+                    continue
                 state = states.get(job.job_id)
                 if state == "succeeded":
                     self.counts.skipped += 1
@@ -179,13 +184,14 @@ class JobRunner:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _resumed_downloads(self) -> list[Work]:
+    def _resumed_downloads(self) -> dict[str, Work]:
+        """The downloads a previous run left unfinished, by job id (paid for, not yet on disk)."""
         by_job: dict[str, list[PendingDownload]] = {}
         for pending in self._journal.pending_downloads():
             by_job.setdefault(pending.job_id, []).append(pending)
         for job_id in self._journal.downloaded_jobs():
             self._journal.mark_succeeded(job_id, time.time())
-        return [self._downloads_work(job_id, outputs) for job_id, outputs in by_job.items()]
+        return {job_id: self._downloads_work(job_id, outputs) for job_id, outputs in by_job.items()}
 
     def _job_work(self, job: Job) -> Work:
         return lambda: self._process(job)

@@ -212,6 +212,27 @@ async def test_an_image_on_disk_whose_journal_entry_was_lost_is_kept_not_fetched
     assert set(after["status"]) == {"succeeded"}
 
 
+@pytest.mark.parametrize("seeds", [2, 12])  # 4 and 24 resumed jobs: fewer and more than fit
+async def test_a_resumed_job_whose_link_expired_is_never_sent_again_in_that_run(tmp_path, seeds):
+    spec = write_spec(tmp_path, list(range(1, seeds + 1)), outputs=1)
+    run_dir = tmp_path / "run"
+    async with run_simulator(SimulatorConfig()) as sim:
+        await run_sweep(spec, run_dir, sim.base_url)
+        # As if killed after every answer and before any download.
+        with sqlite3.connect(run_dir / "journal.sqlite") as db:
+            db.execute("UPDATE jobs SET state = 'generated'")
+            db.execute("UPDATE outputs SET status = 'pending', file = NULL, sha256 = NULL")
+        for image in (run_dir / "images").iterdir():
+            image.unlink()
+        sim.state.faults.append(FaultRule("storage", "expired", times=1000))
+        before = feature_requests(sim)
+        again = await run_sweep(spec, run_dir, sim.base_url)
+        assert feature_requests(sim) == before
+    # Lost, and said so; paying again is the user's call (a later rerun), not a side effect.
+    assert again.failed == again.total == 2 * seeds
+    assert again.skipped == again.succeeded == again.pending == 0  # each counted once
+
+
 async def wait_until(condition, timeout_s: float = 10.0) -> None:
     for _ in range(int(timeout_s / 0.01)):
         if condition():
