@@ -77,11 +77,11 @@ def manifest_frame(journal: Journal) -> pd.DataFrame:
     frame = pd.read_sql_query(QUERY, journal.connection)
     for name in NULLABLE_INTS:
         frame[name] = frame[name].astype("Int64")
-    for name in ("seed", "num_inference_steps", "output_quality", "num_outputs"):
+    for name in PLAIN_INTS:
         frame[name] = frame[name].astype("int64")
-    for name in ("go_fast", "disable_safety_checker"):
+    for name in BOOL_COLUMNS:
         frame[name] = frame[name].astype(bool)
-    for name in ("guidance", "latency_s"):
+    for name in FLOAT_COLUMNS:
         frame[name] = frame[name].astype("float64")
     for name in TIME_COLUMNS:
         frame[name] = _utc_micros(frame[name])
@@ -263,25 +263,19 @@ def arrow_schema() -> pa.Schema:
     return pa.schema([(name, types[name][0]) for name in COLUMNS], metadata=metadata)
 
 
-def write_frame(frame: pd.DataFrame, target: Path) -> None:
-    """Write by suffix to a temporary name beside `target`, then rename into place."""
-    suffix = checked_suffix(target)
+def write_jsonl(frame: pd.DataFrame, target: Path) -> None:
+    """Write `frame` as JSON lines to a temporary name beside `target`, then rename it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.part")
-    if suffix == ".csv":
-        frame.to_csv(partial, index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ")
-    elif suffix == ".parquet":
-        frame.to_parquet(partial, index=False, engine="pyarrow")
-    else:
-        # pandas' defaults would cut timestamps to milliseconds and floats to 10 decimals.
-        frame.to_json(
-            partial,
-            orient="records",
-            lines=True,
-            date_format="iso",
-            date_unit="us",
-            double_precision=15,
-        )
+    # pandas' defaults would cut timestamps to milliseconds and floats to 10 decimals.
+    frame.to_json(
+        partial,
+        orient="records",
+        lines=True,
+        date_format="iso",
+        date_unit="us",
+        double_precision=15,
+    )
     partial.replace(target)
 
 
@@ -292,7 +286,7 @@ def export_manifest(run_dir: Path, target: Path) -> int:
         if suffix in (".csv", ".parquet"):
             return write_streaming(journal, [target])
         frame = manifest_frame(journal)
-    write_frame(frame, target)
+    write_jsonl(frame, target)
     return len(frame)
 
 
