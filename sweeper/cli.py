@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from sweeper import __version__
-from sweeper.errors import AbortError, InterruptedRun, SweeperError
+from sweeper.errors import AbortError, InterruptedRun, SweeperError, is_environment_error
 
 SPEC_ARG = click.Path(dir_okay=False, path_type=Path)
 RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
@@ -42,7 +42,7 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             click.echo("\nsweeper: interrupted; finished work is kept", err=True)
             sys.exit(InterruptedRun.exit_code)
         except Exception as error:
-            if not _is_environment_error(error):
+            if not is_environment_error(error):
                 raise  # a bug: its traceback is what a report needs
             click.echo(
                 f"sweeper: error: {error}; what was committed is kept. "
@@ -52,13 +52,6 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(AbortError.exit_code)
 
     return wrapper
-
-
-def _is_environment_error(error: Exception) -> bool:
-    """A full disk, a permission, a locked or broken database: the machine's, not a bug."""
-    import sqlite3
-
-    return isinstance(error, OSError | sqlite3.Error)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

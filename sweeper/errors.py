@@ -12,7 +12,8 @@
     │   └── RateLimited     a 429; carries the server's Retry-After, if any
     └── JobError            this one job failed for good; the run goes on
 
-Messages never contain the API key.
+Messages never contain the API key. `is_environment_error` tells the machine's
+failures (a full disk, a permission, a broken database) from bugs.
 """
 
 from __future__ import annotations
@@ -70,3 +71,10 @@ class RateLimited(TransientError):
 
 class JobError(SweeperError):
     """This job failed for good (invalid request, failed record, dead URL)."""
+
+
+def is_environment_error(error: BaseException) -> bool:
+    """A full disk, a permission, a locked or broken database: the machine's, not a bug."""
+    import sqlite3  # here, not at the top: `sweeper --help` imports this module
+
+    return isinstance(error, OSError | sqlite3.Error)

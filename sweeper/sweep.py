@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE
-from sweeper.errors import AbortError, InterruptedRun, SpecError
+from sweeper.errors import AbortError, InterruptedRun, SpecError, is_environment_error
 from sweeper.rundir import (
     base_record,
     claim_run_dir,
@@ -279,11 +279,11 @@ def _outcome(counts) -> str:
 
 def _finish(journal, run_dir: Path, target: ApiTarget, runner, record, started, outcome):
     """Write the manifest, run.json and the summary; never hide the error that ended a run."""
-    import sqlite3
-
     try:
         return _write_results(journal, run_dir, target, runner, record, started, outcome)
-    except (OSError, sqlite3.Error) as error:
+    except Exception as error:
+        if not is_environment_error(error):
+            raise
         problem = AbortError(
             f"could not write the manifest of {run_dir} ({error}); the journal keeps every "
             f"result: once this is fixed, run `sweeper export {run_dir} --to FILE.csv`"
