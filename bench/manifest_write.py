@@ -56,7 +56,7 @@ print(json.dumps({"rows": rows, "import_s": imported - started,
 
 
 def build_journal(run_dir: Path, rows: int) -> None:
-    from sweeper.grid import expand_jobs
+    from sweeper.expand import expand_jobs
     from sweeper.journal import Journal
     from sweeper.spec import load_spec
 

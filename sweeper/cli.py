@@ -154,7 +154,7 @@ def run(
       export ONEMIN_API_KEY=...
       sweeper run sweeps/demo.yaml --out results/demo-nightly
     """
-    from sweeper.sweep import RunOptions, run_from_cli
+    from sweeper.execute import RunOptions, run_from_cli
 
     options = RunOptions(
         spec_path=spec_path,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sweeper.grid import check_job_count, count_images, expand_jobs, varied_axes
+from sweeper.expand import check_job_count, count_images, expand_jobs, varied_axes
 from sweeper.job import Job
 from sweeper.spec import SweepSpec, load_spec
 

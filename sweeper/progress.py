@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sweeper.runner import RunCounts
+    from sweeper.pool import RunCounts
 
 LOG_INTERVAL_S = 10.0
 

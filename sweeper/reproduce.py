@@ -145,10 +145,10 @@ async def _reproduce(
 ) -> Comparison:
     import aiohttp
 
-    from sweeper.attempts import Attempts
     from sweeper.client import ApiClient
     from sweeper.downloads import download_output
-    from sweeper.ratelimit import RateLimiter
+    from sweeper.pacing import RateLimiter
+    from sweeper.retry import Attempts
 
     attempts = Attempts(policy, RateLimiter(None))
     target_for = _target_for(recorded, input_data)
@@ -168,7 +168,7 @@ async def _reproduce(
 @asynccontextmanager
 async def _target_for(recorded: RecordedJob, input_data: bytes | None) -> AsyncIterator[Any]:
     """The real API from the environment, or (given the input's bytes) a fresh simulator."""
-    from sweeper.sweep import OFFLINE_KEY, ApiTarget, api_target_from_env
+    from sweeper.execute import OFFLINE_KEY, ApiTarget, api_target_from_env
 
     if input_data is None:
         target = api_target_from_env()

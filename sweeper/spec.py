@@ -17,10 +17,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sweeper.axes import Axis, ListAxis, RangeAxis
 from sweeper.contract import ASSET_PREFIX, MAX_UPLOAD_BYTES, MODEL, PARAMS
 from sweeper.errors import SpecError
 from sweeper.job import ImageRef
+from sweeper.ranges import Axis, ListAxis, RangeAxis
 
 IMAGE = "image"
 ALIASES = {"steps": "num_inference_steps", "quality": "output_quality"}

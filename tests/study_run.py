@@ -14,12 +14,12 @@ import asyncio
 import json
 from pathlib import Path
 
-from sweeper.grid import count_jobs
+from sweeper.execute import ApiTarget, PoolSettings, execute_sweep
+from sweeper.expand import count_jobs
 from sweeper.progress import ProgressReporter
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
 from sweeper.spec import load_spec
-from sweeper.sweep import ApiTarget, PoolSettings, execute_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "sweeps" / "inputs" / "astronaut.jpg"

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from sweeper.cli import main
+from sweeper.pool import RunCounts
 from sweeper.progress import ProgressReporter, RunSummary, print_summary
-from sweeper.runner import RunCounts
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ["plan", "run", "status", "report", "reproduce", "export", "serve"]

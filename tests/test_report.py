@@ -20,7 +20,7 @@ from PIL import Image
 from study_run import EXCLUDED, FAILURE, GUIDANCES, JOBS, PROMPTS, SEEDS, run_study
 
 from sweeper.cli import main
-from sweeper.report.axes import choose_axes
+from sweeper.report.axis_choice import choose_axes
 from sweeper.report.sheets import PADDING, PLACEHOLDER, write_sheets
 from sweeper.report.sheets import _placeholder as placeholder
 from sweeper.report.summary import ab_summary

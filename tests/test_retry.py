@@ -9,11 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sweeper.attempts import Attempts, GaveUp
 from sweeper.clock import FakeClock
 from sweeper.errors import JobError, RateLimited, TransientError
-from sweeper.ratelimit import RateLimiter
-from sweeper.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
+from sweeper.pacing import RateLimiter
+from sweeper.retry import MAX_RETRY_AFTER_S, Attempts, GaveUp, RetryPolicy, parse_retry_after
 
 NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
 

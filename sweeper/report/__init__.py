@@ -43,7 +43,7 @@ def write_report(
     run_dir: Path, *, x_axis: str | None = None, y_axis: str | None = None, thumb: int = 256
 ) -> Path:
     """Write DIR/report/ and return the path of its index.html."""
-    from sweeper.report.axes import choose_axes, varied_parameters
+    from sweeper.report.axis_choice import choose_axes, varied_parameters
     from sweeper.report.gallery import render_page
     from sweeper.report.sheets import write_sheets
     from sweeper.report.summary import ab_summary

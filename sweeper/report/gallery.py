@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweeper.report.axes import PARAMETER_COLUMNS, axis_values
+from sweeper.report.axis_choice import PARAMETER_COLUMNS, axis_values
 from sweeper.report.sheets import Sheet, hole_label
 
 if TYPE_CHECKING:

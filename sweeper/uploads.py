@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
-from sweeper.attempts import Attempts, GaveUp
 from sweeper.client import ApiClient
 from sweeper.errors import UploadFailed
 from sweeper.job import ImageRef
 from sweeper.journal import Journal
+from sweeper.retry import Attempts, GaveUp
 
 
 class AssetUploader:

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import aiohttp
 
-from sweeper.assets import AssetUploader
-from sweeper.attempts import Attempts, GaveUp
 from sweeper.client import ApiClient, EditResult
 from sweeper.downloads import download_output, kept_output, output_file_name
 from sweeper.errors import AbortError, ApiUnavailable, InterruptedRun, JobError, SweeperError
 from sweeper.job import Job
 from sweeper.journal import Journal, PendingDownload
+from sweeper.retry import Attempts, GaveUp
+from sweeper.uploads import AssetUploader
 
 Work = Callable[[], Awaitable[None]]
 # Jobs whose journal states the feeder looks up at once (it yields to the loop after each).

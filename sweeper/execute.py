@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE
 from sweeper.errors import AbortError, InterruptedRun, SpecError, is_environment_error
-from sweeper.rundir import (
+from sweeper.run_folder import (
     base_record,
     claim_run_dir,
     default_run_dir,
@@ -75,7 +75,7 @@ class ApiTarget:
 
 def run_from_cli(options: RunOptions) -> int:
     """Validate, then run; returns 0 (all succeeded) or 1 (some failed), raises otherwise."""
-    from sweeper.grid import check_job_count
+    from sweeper.expand import check_job_count
     from sweeper.spec import load_spec
 
     spec = load_spec(options.spec_path)
@@ -150,14 +150,13 @@ async def execute_sweep(
     """
     import aiohttp
 
-    from sweeper.attempts import Attempts
     from sweeper.client import ApiClient
-    from sweeper.grid import expand_jobs
+    from sweeper.expand import expand_jobs
     from sweeper.journal import Journal
+    from sweeper.pacing import RateLimiter
+    from sweeper.pool import JobRunner
     from sweeper.progress import ProgressReporter
-    from sweeper.ratelimit import RateLimiter
-    from sweeper.retry import RetryPolicy
-    from sweeper.runner import JobRunner
+    from sweeper.retry import Attempts, RetryPolicy
 
     policy = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
     reporter = reporter or ProgressReporter()

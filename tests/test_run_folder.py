@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from sweeper.cli import main
 from sweeper.errors import SpecError
-from sweeper.rundir import claim_run_dir
+from sweeper.run_folder import claim_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sweeps" / "demo.yaml"

@@ -19,12 +19,12 @@ import pandas as pd
 import pytest
 
 from sweeper.errors import AbortError, ApiUnavailable, AuthError, CreditsError, UploadFailed
+from sweeper.execute import ApiTarget, PoolSettings, execute_sweep
 from sweeper.journal import Journal
 from sweeper.progress import ProgressReporter
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
 from sweeper.spec import load_spec
-from sweeper.sweep import ApiTarget, PoolSettings, execute_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "sweeps" / "inputs" / "astronaut.jpg"
@@ -61,7 +61,7 @@ async def run_sweep(
     rpm: float | None = None,
     concurrency: int = 4,
 ):
-    from sweeper.grid import count_jobs
+    from sweeper.expand import count_jobs
 
     spec = load_spec(spec_path)
     settings = PoolSettings(
@@ -129,7 +129,7 @@ async def test_a_rerun_looks_up_states_batch_by_batch_not_all_at_once(tmp_path, 
     spec = write_spec(tmp_path, list(range(1, 8)))  # 14 jobs
     async with run_simulator(SimulatorConfig()) as sim:
         await run_sweep(spec, tmp_path / "run", sim.base_url)
-        monkeypatch.setattr("sweeper.runner.FEED_BATCH", 4)
+        monkeypatch.setattr("sweeper.pool.FEED_BATCH", 4)
         asked: list[int] = []
         states_of = Journal.states_of
 
