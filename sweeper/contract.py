@@ -106,6 +106,23 @@ PARAMS: dict[str, Param] = {
 }
 """Every promptObject field except `imageUrl`, in the order the contract lists them."""
 
+IMAGE = "image"
+"""The spec's name for the input image; the request sends its asset path as `imageUrl`."""
+
+PARAMETER_NAMES: tuple[str, ...] = (IMAGE, *PARAMS)
+"""Every parameter a spec can set, in the order manifests, reports and plans show them."""
+
+ALIASES = {"steps": "num_inference_steps", "quality": "output_quality"}
+"""Short names a spec (and `report --x`) may use for long parameter names."""
+
+SHORT_NAMES = {name: alias for alias, name in ALIASES.items()}
+
+
+def canonical_name(name: str) -> str:
+    """The parameter `name` stands for, aliases resolved."""
+    return ALIASES.get(name, name)
+
+
 REQUIRED = ("prompt",)
 IMAGE_FIELD = "imageUrl"
 EXTENSIONS = {"webp": "webp", "jpg": "jpg", "png": "png"}

@@ -15,9 +15,10 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from sweeper.contract import IMAGE
 from sweeper.errors import SpecError
 from sweeper.job import Job, make_job
-from sweeper.spec import IMAGE, SweepSpec
+from sweeper.spec import SweepSpec
 
 
 def _dimensions(spec: SweepSpec) -> list[int]:

@@ -13,13 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sweeper.contract import SHORT_NAMES
 from sweeper.expand import check_job_count, count_images, expand_jobs, varied_axes
 from sweeper.job import Job
 from sweeper.spec import SweepSpec, load_spec
 
 SHOWN_VALUES = 8
-# The spec's own aliases, so a table of many axes still fits 80 columns.
-SHORT_HEADERS = {"num_inference_steps": "steps", "output_quality": "quality"}
 # Without a rate cap the API's own latency bounds a run; this is our working guess.
 ASSUMED_LATENCY_S = 20.0
 
@@ -125,7 +124,7 @@ def _print_table(plan: dict[str, Any], rows: list[dict[str, Any]], spec: SweepSp
     for column in rows[0]:
         # A job id is what a user copies into `sweeper reproduce`: never cut it.
         width = len(str(rows[0][column])) if column == "job_id" else None
-        table.add_column(SHORT_HEADERS.get(column, column), no_wrap=True, min_width=width)
+        table.add_column(SHORT_NAMES.get(column, column), no_wrap=True, min_width=width)
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     console.print(table)

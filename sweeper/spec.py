@@ -17,14 +17,19 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sweeper.contract import ASSET_PREFIX, MAX_UPLOAD_BYTES, MODEL, PARAMS
+from sweeper.contract import (
+    ALIASES,
+    ASSET_PREFIX,
+    IMAGE,
+    MAX_UPLOAD_BYTES,
+    MODEL,
+    PARAMETER_NAMES,
+    PARAMS,
+)
 from sweeper.errors import SpecError
 from sweeper.job import ImageRef
 from sweeper.ranges import Axis, ListAxis, RangeAxis
 
-IMAGE = "image"
-ALIASES = {"steps": "num_inference_steps", "quality": "output_quality"}
-PARAM_NAMES = (IMAGE, *PARAMS)
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 RANGE_KEYS = ("start", "stop", "step")
 
@@ -171,8 +176,8 @@ class _Checker:
 
     def api_name(self, section: str, key: Any) -> str:
         name = ALIASES.get(str(key), str(key))
-        if name not in PARAM_NAMES:
-            known = [*PARAM_NAMES, *ALIASES]
+        if name not in PARAMETER_NAMES:
+            known = [*PARAMETER_NAMES, *ALIASES]
             raise self.fail(
                 f"{section}.{key}", "unknown parameter" + _did_you_mean(str(key), known)
             )

@@ -226,7 +226,7 @@ def test_x_and_y_can_be_chosen_and_the_rest_become_z(run_copy):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--x", "colour"], "--x colour: not a varied axis of this run; varied: prompt, seed"),
+        (["--x", "colour"], "--x colour: not a varied axis of this run; varied: prompt, guidance, seed"),
         (["--y", "steps"], "--y steps: not a varied axis"),
         (["--x", "seed", "--y", "seed"], "--x and --y are both seed"),
         (["--x", "output_index"], "--x output_index: not a varied axis"),
@@ -411,7 +411,7 @@ def test_summary_csv_matches_a_pandas_groupby(study, report):
     assert list(summary.columns) == [
         "parameter", "value", "images", "failures", "mean_latency_s", "mean_bytes",
     ]  # fmt: skip
-    assert list(dict.fromkeys(summary["parameter"])) == ["prompt", "seed", "guidance"]
+    assert list(dict.fromkeys(summary["parameter"])) == ["prompt", "guidance", "seed"]
     for column in ("prompt", "seed", "guidance"):
         expected = expected_summary(frame, column)
         got = summary[summary["parameter"] == column]
