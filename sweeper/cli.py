@@ -1,12 +1,17 @@
-"""The `sweeper` command line: parses options and calls the library, nothing more.
+"""The `sweeper` command line: each command parses options, calls the Python API, shows the result.
 
 Heavy modules (pandas, aiohttp, Pillow, rich) are imported inside each command so
-that `sweeper --help` starts fast.
+that `sweeper --help` starts fast. Exit codes: 0 all done, 1 some failed, 2 a
+user mistake (nothing sent), 3 aborted or stopped early, 4 an internal error
+(its traceback goes to crash.log).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -15,8 +20,11 @@ from typing import Any
 import click
 
 from sweeper import __version__
+from sweeper.contract import API_KEY_ENV
 from sweeper.errors import AbortError, InterruptedRun, SweeperError, is_environment_error
 
+INTERNAL_ERROR_EXIT = 4
+CRASH_LOG = "crash.log"
 SPEC_ARG = click.Path(dir_okay=False, path_type=Path)
 RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
 max_jobs_option = click.option(
@@ -29,29 +37,73 @@ max_jobs_option = click.option(
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a SweeperError into one line on stderr and its exit code, never a traceback."""
+    """Turn every failure into one line on stderr and its exit code.
+
+    A mistake or an abort is its own message; a bug writes its traceback to
+    crash.log (in the run folder when there is one) and names that file.
+    """
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except SweeperError as error:
+            if error.result is not None:
+                from sweeper.display import print_summary
+
+                print_summary(error.result)
             click.echo(f"sweeper: error: {error}", err=True)
             sys.exit(error.exit_code)
         except KeyboardInterrupt:
             click.echo("\nsweeper: interrupted; finished work is kept", err=True)
             sys.exit(InterruptedRun.exit_code)
+        except BrokenPipeError:
+            _quiet_closed_pipe()
+            sys.exit(0)
         except Exception as error:
-            if not is_environment_error(error):
-                raise  # a bug: its traceback is what a report needs
+            if is_environment_error(error):
+                click.echo(
+                    f"sweeper: error: {error}; what was committed is kept. "
+                    "Fix this and run the same command again to go on",
+                    err=True,
+                )
+                sys.exit(AbortError.exit_code)
+            log = _write_crash_log(kwargs.get("run_dir") or kwargs.get("out_dir"))
             click.echo(
-                f"sweeper: error: {error}; what was committed is kept. "
-                "Fix this and run the same command again to go on",
+                f"sweeper: internal error: {type(error).__name__}: {_scrubbed(str(error))}; "
+                f"the traceback is in {log}; please report it",
                 err=True,
             )
-            sys.exit(AbortError.exit_code)
+            sys.exit(INTERNAL_ERROR_EXIT)
 
     return wrapper
+
+
+def _write_crash_log(run_dir: Path | None) -> Path:
+    """The current exception's full chained traceback, in DIR/crash.log or a temp file."""
+    text = _scrubbed(traceback.format_exc())
+    if run_dir is not None and Path(run_dir).is_dir():
+        target = Path(run_dir) / CRASH_LOG
+        try:
+            target.write_text(text, encoding="utf-8")
+            return target
+        except OSError:
+            pass
+    handle, name = tempfile.mkstemp(prefix="sweeper-crash-", suffix=".log")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    return Path(name)
+
+
+def _scrubbed(text: str) -> str:
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return text.replace(key, "***") if key else text
+
+
+def _quiet_closed_pipe() -> None:
+    """The reader went away (`sweeper plan ... | head`): say nothing, flush nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,10 +120,20 @@ def main() -> None:
       sweeper run sweeps/demo.yaml --offline
       sweeper report results/demo
     """
+    from sweeper.display import configure_logging
+
+    configure_logging()
 
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=SPEC_ARG)
+@click.option(
+    "--out",
+    "out_dir",
+    type=RUN_DIR_ARG,
+    default=None,
+    help="A run folder that already holds results: also say which jobs are done or new.",
+)
 @max_jobs_option
 @click.option(
     "--limit",
@@ -89,7 +151,7 @@ def main() -> None:
     help="How to print the plan.",
 )
 @reports_errors
-def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
+def plan(spec_path: Path, out_dir: Path | None, max_jobs: int, limit: int, fmt: str) -> None:
     """Validate SPEC and show the jobs it expands to, without sending anything.
 
     Prints the number of jobs and images, each axis and its values, the first
@@ -99,9 +161,28 @@ def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
     Example:
       sweeper plan sweeps/demo.yaml --limit 5
     """
-    from sweeper.plan import print_plan
+    import sweeper
 
-    print_plan(spec_path, max_jobs=max_jobs, limit=limit, fmt=fmt)
+    the_plan = sweeper.plan(spec_path, out_dir, max_jobs=max_jobs)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(the_plan.to_dict(limit), indent=2))
+    elif fmt == "csv":
+        _echo_csv(the_plan.first_jobs(limit))
+    else:
+        from sweeper.display import print_plan_table
+
+        print_plan_table(the_plan, limit)
+
+
+def _echo_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    if rows:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @main.command()
@@ -147,24 +228,27 @@ def run(
     the same directory again resumes: finished jobs are never sent twice.
 
     Exit codes: 0 all jobs succeeded, 1 some failed, 2 spec or usage error,
-    3 aborted (key rejected, out of credits, interrupted).
+    3 aborted (key rejected, out of credits, interrupted), 4 internal error.
 
     \b
     Example:
       export ONEMIN_API_KEY=...
       sweeper run sweeps/demo.yaml --out results/demo-nightly
     """
-    from sweeper.execute import RunOptions, run_from_cli
+    import sweeper
+    from sweeper.display import print_summary
 
-    options = RunOptions(
-        spec_path=spec_path,
-        out_dir=out_dir,
+    result = sweeper.run(
+        spec_path,
+        out_dir,
         offline=offline,
         concurrency=concurrency,
         requests_per_minute=rpm,
         max_jobs=max_jobs,
     )
-    sys.exit(run_from_cli(options))
+    print_summary(result)
+    click.echo(f"Images and manifest: {result.run_dir}/ (manifest.csv, manifest.parquet)")
+    sys.exit(result.exit_code)
 
 
 @main.command()
@@ -177,9 +261,12 @@ def status(run_dir: Path) -> None:
     Example:
       sweeper status results/demo
     """
-    from sweeper.status import print_status
+    import sweeper
 
-    print_status(run_dir)
+    lines = sweeper.open_run(run_dir).status().lines()
+    click.echo(f"run: {run_dir}")
+    for line in lines:
+        click.echo(line)
 
 
 @main.command()
@@ -237,7 +324,12 @@ def serve(
         credit_limit=credit_limit,
         tiny_images=tiny_images,
     )
-    serve_forever(host, port, config)
+
+    def ready(base_url: str) -> None:
+        click.echo(f"Simulator listening on {base_url}")
+        click.echo(f"Point sweeper at it: ONEMIN_API_BASE={base_url}", err=True)
+
+    serve_forever(host, port, config, ready)
 
 
 @main.command()
@@ -293,7 +385,10 @@ def reproduce(run_dir: Path, job_id: str, output_index: int, offline: bool) -> N
     """
     from sweeper.reproduce import reproduce_job
 
-    sys.exit(reproduce_job(run_dir, job_id, output_index=output_index, offline=offline))
+    reproduction = reproduce_job(run_dir, job_id, output_index=output_index, offline=offline)
+    for line in reproduction.lines():
+        click.echo(line)
+    sys.exit(reproduction.exit_code)
 
 
 @main.command()

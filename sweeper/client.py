@@ -28,6 +28,7 @@ from sweeper.errors import (
     SpecError,
     TransientError,
 )
+from sweeper.job import RemoteOutput
 from sweeper.retry import parse_retry_after
 
 TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
@@ -38,20 +39,11 @@ NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError)
 
 
 @dataclass(frozen=True)
-class GeneratedOutput:
-    """One output of a successful edit: where it is stored and where to fetch it."""
-
-    index: int
-    remote_path: str
-    url: str
-
-
-@dataclass(frozen=True)
 class EditResult:
     """A successful edit as the API recorded it."""
 
     record_uuid: str
-    outputs: tuple[GeneratedOutput, ...]
+    outputs: tuple[RemoteOutput, ...]
 
 
 class ApiClient:
@@ -153,7 +145,7 @@ def parse_edit_result(payload: Any, api_key: str = "") -> EditResult:
     if len(paths) != len(urls):
         raise JobError(f"the API returned {len(paths)} image paths but {len(urls)} URLs")
     outputs = tuple(
-        GeneratedOutput(index, str(path), str(url))
+        RemoteOutput(index, str(path), str(url))
         for index, (path, url) in enumerate(zip(paths, urls, strict=True))
     )
     return EditResult(record_uuid=str(record.get("uuid", "")), outputs=outputs)

@@ -19,16 +19,16 @@ from pathlib import Path
 import aiohttp
 from PIL import Image, UnidentifiedImageError
 
+from sweeper.atomic import replacing
 from sweeper.client import NETWORK_ERRORS, describe_network_error
 from sweeper.contract import EXTENSIONS, PIL_FORMATS
 from sweeper.errors import AbortError, JobError, TransientError
+from sweeper.run_folder import IMAGES_DIR, TMP_DIR
 
 CHUNK_BYTES = 256 * 1024
 # A body is held in memory up to this much, then appended to its part file.
 SPILL_BYTES = 4 * 1024 * 1024
 EXPIRED_MARKERS = ("expired", "accessdenied", "signature")
-IMAGES_DIR = "images"
-TMP_DIR = "tmp"
 
 
 @dataclass(frozen=True)
@@ -137,16 +137,14 @@ def _spill(received: _Received, part: Path) -> None:
 
 def _store(received: _Received, part: Path, target: Path, fmt: str) -> tuple[str, int, int]:
     """Write, verify, and only then rename into place; the sha256 and size of what landed."""
-    if received.spilled:
-        _spill(received, part)
-        data = part.read_bytes()
-    else:
-        data = b"".join(received.chunks)
-        part.parent.mkdir(parents=True, exist_ok=True)
-        part.write_bytes(data)
-    width, height = _check_image(data, fmt)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part.replace(target)
+    with replacing(target, partial=part):
+        if received.spilled:
+            _spill(received, part)
+            data = part.read_bytes()
+        else:
+            data = b"".join(received.chunks)
+            part.write_bytes(data)
+        width, height = _check_image(data, fmt)
     return hashlib.sha256(data).hexdigest(), width, height
 
 

@@ -12,17 +12,25 @@
     │   └── RateLimited     a 429; carries the server's Retry-After, if any
     └── JobError            this one job failed for good; the run goes on
 
-Messages never contain the API key. `is_environment_error` tells the machine's
-failures (a full disk, a permission, a broken database) from bugs.
+Messages never contain the API key. An error that ended a run carries that
+run's `RunResult` as `.result` (None otherwise); an `AbortError`'s `reason` is
+the code run.json records. `is_environment_error` tells the machine's failures
+(a full disk, a permission, a broken database) from bugs.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweeper.run_result import RunResult
 
 
 class SweeperError(Exception):
     """Base of every error sweeper raises on purpose."""
 
     exit_code = 1
+    result: RunResult | None = None
 
 
 class SpecError(SweeperError):
@@ -35,26 +43,37 @@ class AbortError(SweeperError):
     """The run cannot go on; finished work is kept."""
 
     exit_code = 3
+    reason = "environment"
 
 
 class AuthError(AbortError):
     """The API key is missing or the API rejected it (401/403)."""
 
+    reason = "auth"
+
 
 class CreditsError(AbortError):
     """The account has run out of credits (402 or a credits message)."""
+
+    reason = "credits"
 
 
 class UploadFailed(AbortError):
     """Every attempt to upload an input image failed: the API is down or unreachable."""
 
+    reason = "upload_failed"
+
 
 class ApiUnavailable(AbortError):
     """Several jobs in a row exhausted their attempts: the API is down or unreachable."""
 
+    reason = "too_many_failures"
+
 
 class InterruptedRun(AbortError):
     """The user stopped the run (SIGINT/SIGTERM)."""
+
+    reason = "signal"
 
 
 class TransientError(SweeperError):

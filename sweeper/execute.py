@@ -1,64 +1,49 @@
-"""Run one sweep end to end: spec → journal → worker pool → manifest and run record.
+"""One run, start to end: claim the folder, journal the jobs, run the pool, write the records.
 
-`run_from_cli` is what `sweeper run` calls; `execute_sweep` is the same run for a
-caller that already has a spec and an API target (the tests, the benchmarks).
-Whatever happens (success, failures, a rejected key, Ctrl-C), the manifest and
-run.json are written before it returns.
+`execute_sweep` is the whole of `sweeper.run` once the spec is loaded and the API
+chosen. Whatever happens (success, failures, a rejected key, Ctrl-C, SIGTERM),
+the manifest and run.json are written before it returns a `RunResult` or raises
+an error carrying one. Ctrl-C and SIGTERM reach the run through a `StopSwitch`
+from the moment the folder is claimed: the first stops sending and lets the
+requests in flight finish, the second cancels them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import signal
-import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE
 from sweeper.errors import AbortError, InterruptedRun, SpecError, is_environment_error
+from sweeper.progress import NoProgress, ProgressListener
 from sweeper.run_folder import (
     base_record,
     claim_run_dir,
-    default_run_dir,
     freeze_spec,
     utc_now,
     write_run_record,
 )
+from sweeper.run_result import ABORTED, STOPPED, RunResult, settled_outcome
 
 if TYPE_CHECKING:
-    from sweeper.progress import ProgressReporter, RunSummary
+    from sweeper.job import Job
+    from sweeper.journal import Journal
+    from sweeper.pool import JobRunner
     from sweeper.retry import RetryPolicy
-    from sweeper.spec import SweepSpec
+    from sweeper.spec import RunSettings, SweepSpec
 
 OFFLINE_KEY = "offline-simulator"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What the user asked for on the command line."""
-
-    spec_path: Path
-    out_dir: Path | None = None
-    offline: bool = False
-    concurrency: int | None = None
-    requests_per_minute: float | None = None
-    max_jobs: int = 100_000
-
-
-@dataclass(frozen=True)
-class PoolSettings:
-    """The spec's `run` section with command-line overrides applied."""
-
-    concurrency: int
-    requests_per_minute: float | None
-    max_attempts: int
-    request_timeout_s: float
+logger = logging.getLogger("sweeper")
 
 
 @dataclass(frozen=True)
@@ -71,30 +56,6 @@ class ApiTarget:
 
     def __repr__(self) -> str:
         return f"ApiTarget(base={self.base!r}, key=<hidden>, offline={self.offline})"
-
-
-def run_from_cli(options: RunOptions) -> int:
-    """Validate, then run; returns 0 (all succeeded) or 1 (some failed), raises otherwise."""
-    from sweeper.expand import check_job_count
-    from sweeper.spec import load_spec
-
-    spec = load_spec(options.spec_path)
-    total = check_job_count(spec, options.max_jobs)
-    settings = pool_settings(spec, options)
-    run_dir = options.out_dir or default_run_dir(spec.name)
-    target = None if options.offline else api_target_from_env()
-    summary = asyncio.run(_run_somewhere(spec, run_dir, target, settings, total))
-    return 0 if summary.outcome == "complete" else 1
-
-
-def pool_settings(spec: SweepSpec, options: RunOptions) -> PoolSettings:
-    run = spec.run
-    return PoolSettings(
-        concurrency=options.concurrency or run.concurrency,
-        requests_per_minute=options.requests_per_minute or run.requests_per_minute,
-        max_attempts=run.max_attempts,
-        request_timeout_s=run.request_timeout_s,
-    )
 
 
 def api_target_from_env() -> ApiTarget:
@@ -111,43 +72,114 @@ def api_target_from_env() -> ApiTarget:
     return ApiTarget(base.rstrip("/"), key)
 
 
-async def _run_somewhere(
-    spec: SweepSpec, run_dir: Path, target: ApiTarget | None, settings: PoolSettings, total: int
-) -> RunSummary:
-    if target is not None:
-        return await execute_sweep(spec, run_dir, target, settings, total)
-    async with _offline_target() as offline:
-        return await execute_sweep(spec, run_dir, offline, settings, total)
-
-
 @asynccontextmanager
-async def _offline_target() -> AsyncIterator[ApiTarget]:
+async def offline_target() -> AsyncIterator[ApiTarget]:
+    """The built-in simulator on a loopback port of its own, for as long as the block runs."""
     from sweeper.simulator import SimulatorConfig, run_simulator
 
     async with run_simulator(SimulatorConfig()) as simulator:
-        print(
-            f"sweeper: offline: using the built-in simulator at {simulator.base_url}",
-            file=sys.stderr,
-        )
+        logger.info("offline: using the built-in simulator at %s", simulator.base_url)
         yield ApiTarget(simulator.base_url, OFFLINE_KEY, offline=True)
+
+
+class StopSwitch:
+    """Ctrl-C, SIGTERM or a caller's own stop, carried into a run from any thread.
+
+    The first press stops sending and lets the requests in flight finish (each may
+    already be billed); the second cancels them. Presses made before the run binds
+    the switch to its loop count as soon as it does.
+    """
+
+    def __init__(self) -> None:
+        self.presses = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listeners: list[Callable[[int], None]] = []
+        self._lock = threading.Lock()
+        self._early = 0
+
+    def press(self) -> None:
+        """Ask the run to stop; safe from a signal handler or another thread."""
+        with self._lock:
+            loop = self._loop
+            if loop is None:
+                self._early += 1
+                return
+        loop.call_soon_threadsafe(self._pressed)
+
+    @property
+    def requested(self) -> bool:
+        return self.presses > 0
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._loop = loop
+            early, self._early = self._early, 0
+        for _ in range(early):
+            loop.call_soon(self._pressed)
+
+    def listen(self, listener: Callable[[int], None]) -> Callable[[], None]:
+        """Call `listener(presses)` on every press from now on; returns the way to stop."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _pressed(self) -> None:
+        self.presses += 1
+        for listener in list(self._listeners):
+            listener(self.presses)
 
 
 async def execute_sweep(
     spec: SweepSpec,
     run_dir: Path,
     target: ApiTarget,
-    settings: PoolSettings,
+    settings: RunSettings,
     total: int,
     *,
     retry_policy: RetryPolicy | None = None,
-    reporter: ProgressReporter | None = None,
+    progress: ProgressListener | None = None,
+    stop: StopSwitch | None = None,
     grace_s: float | None = None,
-) -> RunSummary:
+) -> RunResult:
     """Run every unsettled job of `spec` into `run_dir`; always leaves a manifest behind.
 
-    After a first Ctrl-C the requests in flight get `grace_s` to finish (default:
+    After a first stop the requests in flight get `grace_s` to finish (default:
     the request timeout, since each may already be billed); a second one cancels.
+    Returns the result when every job was settled (outcome complete or partial);
+    raises the error that ended the run otherwise, with the result as `.result`.
     """
+    stop = stop or StopSwitch()
+    loop = asyncio.get_running_loop()
+    stop.bind(loop)
+    installed = _install_signal_handlers(loop, stop.press)
+    try:
+        return await _execute(
+            spec,
+            run_dir,
+            target,
+            settings,
+            total,
+            policy=retry_policy,
+            progress=progress or NoProgress(),
+            stop=stop,
+            grace_s=settings.request_timeout_s if grace_s is None else grace_s,
+        )
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _execute(
+    spec: SweepSpec,
+    run_dir: Path,
+    target: ApiTarget,
+    settings: RunSettings,
+    total: int,
+    *,
+    policy: RetryPolicy | None,
+    progress: ProgressListener,
+    stop: StopSwitch,
+    grace_s: float,
+) -> RunResult:
     import aiohttp
 
     from sweeper.client import ApiClient
@@ -155,21 +187,18 @@ async def execute_sweep(
     from sweeper.journal import Journal
     from sweeper.pacing import RateLimiter
     from sweeper.pool import JobRunner
-    from sweeper.progress import ProgressReporter
     from sweeper.retry import Attempts, RetryPolicy
 
-    policy = retry_policy or RetryPolicy(max_attempts=settings.max_attempts)
-    reporter = reporter or ProgressReporter()
     record = base_record(spec.name, spec.sha256) | {
         "api_base": target.base,
         "offline": target.offline,
         "started_at": utc_now(),
     }
     claim = claim_run_dir(run_dir, spec.name, target.base, offline=target.offline)
-    freeze_spec(run_dir, spec.source_text)
-    write_run_record(run_dir, record | {"outcome": "running"})
     started = time.monotonic()
     with claim, Journal.open(run_dir) as journal:
+        freeze_spec(run_dir, spec.source_text)
+        write_run_record(run_dir, record | {"outcome": "running"})
         journal.add_jobs(expand_jobs(spec), target.base)
         _warn_about_unanswered(journal)
         connector = aiohttp.TCPConnector(limit=settings.concurrency * 2 + 4)
@@ -178,7 +207,9 @@ async def execute_sweep(
                 session, target.base, target.key, request_timeout_s=settings.request_timeout_s
             )
             attempts = Attempts(
-                policy, RateLimiter(settings.requests_per_minute), rng=random.Random()
+                policy or RetryPolicy(max_attempts=settings.max_attempts),
+                RateLimiter(settings.requests_per_minute),
+                rng=random.Random(),
             )
             runner = JobRunner(
                 client=client,
@@ -188,57 +219,56 @@ async def execute_sweep(
                 run_dir=run_dir,
                 concurrency=settings.concurrency,
                 request_timeout_s=settings.request_timeout_s,
-                on_change=reporter.update,
+                progress=progress,
             )
-            reporter.start(total)
-            outcome = "failed"
+            runner.counts.total = total
+            progress.started(total)
+            error: BaseException | None = None
             try:
-                grace = settings.request_timeout_s if grace_s is None else grace_s
-                await _run_until_done_or_stopped(runner, expand_jobs(spec), total, grace)
-                outcome = _outcome(runner.counts)
-            except InterruptedRun:
-                outcome = "interrupted"
-                raise
-            except BaseException as error:
-                outcome = f"aborted: {error}" if str(error) else "aborted"
-                raise
-            finally:
-                reporter.stop()
-                summary = _finish(journal, run_dir, target, runner, record, started, outcome)
-    return summary
+                await _run_pool(runner, expand_jobs(spec), total, grace_s, stop)
+            except BaseException as caught:
+                error = caught
+            progress.finished(runner.counts)
+            result = _finish(journal, run_dir, runner, record, started, error)
+    if error is not None:
+        if isinstance(error, AbortError):
+            error.result = result
+        raise error
+    return result
 
 
-async def _run_until_done_or_stopped(runner, jobs, total: int, grace_s: float) -> None:
-    """Run the pool; the first Ctrl-C/SIGTERM stops sending, a second (or the grace) cancels."""
+async def _run_pool(
+    runner: JobRunner, jobs: Iterable[Job], total: int, grace_s: float, stop: StopSwitch
+) -> None:
+    """Run the pool; the first stop ends sending, a second one (or the grace) cancels."""
+    if stop.requested:  # stopped while the jobs were journalled: nothing was sent
+        raise InterruptedRun("stopped before any request was sent; run the same command to start")
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(runner.run(jobs, total))
-    signals = 0
 
-    def on_signal() -> None:
+    def on_press(presses: int) -> None:
         # Counted apart from runner.stopping: after an abort (which also stops the
         # runner) a first Ctrl-C must still leave billed requests their grace.
-        nonlocal signals
-        signals += 1
-        if signals > 1:
+        if presses > 1:
             task.cancel()
             return
         runner.stop()
-        print(
-            f"\nsweeper: stopping: no new requests; waiting up to {grace_s:.0f} s for "
-            f"{runner.counts.in_flight} in flight (Ctrl-C again to stop now)",
-            file=sys.stderr,
+        logger.warning(
+            "stopping: no new requests; waiting up to %.0f s for %d in flight "
+            "(Ctrl-C again to stop now)",
+            grace_s,
+            runner.counts.in_flight,
         )
         loop.call_later(grace_s, task.cancel)
 
-    installed = _install_signal_handlers(loop, on_signal)
+    unlisten = stop.listen(on_press)
     try:
         await task
     except asyncio.CancelledError:
         if not runner.stopping:
             raise
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        unlisten()
     if runner.abort_error is not None:
         raise runner.abort_error  # also when Ctrl-C cut the abort's wait short
     if runner.stopping:
@@ -247,90 +277,90 @@ async def _run_until_done_or_stopped(runner, jobs, total: int, grace_s: float) -
         )
 
 
-def _install_signal_handlers(loop: asyncio.AbstractEventLoop, handler) -> list[int]:
+def _install_signal_handlers(
+    loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
+) -> list[int]:
     installed = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, handler)
             installed.append(sig)
         except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread (e.g. tests), or a platform without it
+            pass  # not the main thread (the caller relays signals), or no signals here
     return installed
 
 
-def _warn_about_unanswered(journal) -> None:
+def _warn_about_unanswered(journal: Journal) -> None:
     unanswered = journal.counts().get("submitted", 0)
     if unanswered:
-        print(
-            f"sweeper: warning: {unanswered} jobs were sent before the last run stopped and never "
-            "answered; they are sent again and may be billed twice",
-            file=sys.stderr,
+        logger.warning(
+            "%d jobs were sent before the last run stopped and never answered; "
+            "they are sent again and may be billed twice",
+            unanswered,
         )
 
 
-FINISHED_OUTCOMES = ("complete", "finished with failures")
+def _finish(
+    journal: Journal,
+    run_dir: Path,
+    runner: JobRunner,
+    record: dict[str, Any],
+    started: float,
+    error: BaseException | None,
+) -> RunResult:
+    """Write the manifest and run.json; never hide the error that ended a run."""
+    from sweeper.manifest import write_manifest
 
-
-def _outcome(counts) -> str:
-    settled = counts.skipped + counts.succeeded
-    return FINISHED_OUTCOMES[0] if settled == counts.total else FINISHED_OUTCOMES[1]
-
-
-def _finish(journal, run_dir: Path, target: ApiTarget, runner, record, started, outcome):
-    """Write the manifest, run.json and the summary; never hide the error that ended a run."""
+    result = _result(run_dir, runner, record["api_base"], started, error)
     try:
-        return _write_results(journal, run_dir, target, runner, record, started, outcome)
-    except Exception as error:
-        if not is_environment_error(error):
+        write_manifest(journal, run_dir)
+        write_run_record(
+            run_dir,
+            record | result.to_record() | {"finished_at": utc_now(), "counts": journal.counts()},
+        )
+    except Exception as failure:
+        if not is_environment_error(failure):
             raise
         problem = AbortError(
-            f"could not write the manifest of {run_dir} ({error}); the journal keeps every "
+            f"could not write the manifest of {run_dir} ({failure}); the journal keeps every "
             f"result: once this is fixed, run `sweeper export {run_dir} --to FILE.csv`"
         )
-        if outcome in FINISHED_OUTCOMES:
+        if error is None:
+            problem.result = result
             raise problem from None
-        # Already ending with an error (called from a finally): that one is what the user sees.
-        print(f"sweeper: warning: {problem}", file=sys.stderr)
-        return None
+        # Already ending with an error: that one is what the user sees.
+        logger.warning("%s", problem)
+    return result
 
 
-def _write_results(journal, run_dir: Path, target: ApiTarget, runner, record, started, outcome):
-    from sweeper.manifest import write_manifest
-    from sweeper.progress import RunSummary, print_summary
-
-    write_manifest(journal, run_dir)
+def _result(
+    run_dir: Path,
+    runner: JobRunner,
+    api_base: str,
+    started: float,
+    error: BaseException | None,
+) -> RunResult:
     counts = runner.counts
-    summary = RunSummary(
-        run_dir=str(run_dir),
-        api_base=target.base,
-        total=counts.total,
-        skipped=counts.skipped,
-        succeeded=counts.succeeded,
-        failed=counts.failed,
-        pending=counts.pending,
-        images=counts.images,
-        requests=counts.requests,
-        duration_s=time.monotonic() - started,
+    if error is None:
+        outcome, reason, message = settled_outcome(counts), None, None
+    elif isinstance(error, InterruptedRun):
+        outcome, reason, message = STOPPED, error.reason, str(error)
+    elif isinstance(error, AbortError):
+        outcome, reason, message = ABORTED, error.reason, str(error)
+    else:
+        outcome, reason, message = ABORTED, "internal", f"{type(error).__name__}: {error}"
+    succeeded = counts.skipped + counts.succeeded
+    return RunResult(
+        run_dir=run_dir,
         outcome=outcome,
+        jobs=counts.total,
+        succeeded=succeeded,
+        failed=counts.failed,
+        pending=counts.total - succeeded - counts.failed,
+        requests_sent=counts.requests,
+        this_run=counts,
+        duration_s=time.monotonic() - started,
+        api_base=api_base,
+        reason=reason,
+        message=message,
     )
-    write_run_record(
-        run_dir,
-        record
-        | {
-            "finished_at": utc_now(),
-            "outcome": outcome,
-            "duration_s": round(summary.duration_s, 3),
-            "counts": journal.counts(),
-            "this_run": {
-                "succeeded": counts.succeeded,
-                "failed": counts.failed,
-                "pending_downloads": counts.pending,
-                "images": counts.images,
-                "requests": counts.requests,
-                "skipped_already_done": counts.skipped,
-            },
-        },
-    )
-    print_summary(summary)
-    print(f"Images and manifest: {run_dir}/ (manifest.csv, manifest.parquet)")
-    return summary

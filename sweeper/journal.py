@@ -27,14 +27,16 @@ from dataclasses import dataclass
 from itertools import groupby, islice
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sweeper.contract import PARAMS
 from sweeper.errors import SpecError
-from sweeper.job import Job
+from sweeper.job import Job, RemoteOutput
+from sweeper.run_folder import JOURNAL_FILE
 
-JOURNAL_FILE = "journal.sqlite"
 SCHEMA_VERSION = 1
+STATES = ("planned", "submitted", "generated", "succeeded", "failed")
+"""A job's states, in the order a job moves through them."""
 BATCH = 5000
 MAX_DEFERRED = 2000
 # SQLite's page cache, in KiB (negative cache_size). Bounded so memory does not grow
@@ -76,19 +78,6 @@ INSERT_JOB = (
     # A job kept from an earlier, different spec takes its place in this one.
     "ON CONFLICT (job_id) DO UPDATE SET idx = excluded.idx"
 )
-
-
-class RemoteOutputLike(Protocol):
-    index: int
-    remote_path: str
-    url: str
-
-
-@dataclass(frozen=True)
-class RemoteOutput:
-    index: int
-    remote_path: str
-    url: str
 
 
 @dataclass(frozen=True)
@@ -133,7 +122,7 @@ class Journal:
     def open_existing(cls, run_dir: Path) -> Journal:
         """Open the journal of a run directory that must already exist."""
         if not (run_dir / JOURNAL_FILE).is_file():
-            raise SpecError(f"{run_dir}: no {JOURNAL_FILE} here; is this a sweeper run directory?")
+            raise SpecError(f"{run_dir}: no {JOURNAL_FILE} here; is this a sweeper run folder?")
         return cls.open(run_dir)
 
     def _check_schema(self) -> None:
@@ -279,7 +268,7 @@ class Journal:
         self,
         job_id: str,
         record_uuid: str,
-        outputs: Sequence[RemoteOutputLike],
+        outputs: Sequence[RemoteOutput],
         at: float,
         latency_s: float,
         *,
@@ -377,6 +366,11 @@ class Journal:
         names = [c[0] for c in outputs.description]
         job["outputs"] = [dict(zip(names, r, strict=True)) for r in outputs]
         return job
+
+    def reader(self) -> sqlite3.Connection:
+        """A second, read-only connection to the same journal (for a reader thread)."""
+        self.flush()
+        return sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> Iterator[tuple]:
         """Read-only access for the manifest and status views."""

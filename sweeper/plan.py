@@ -1,50 +1,134 @@
-"""`sweeper plan SPEC`: validate, count and show a sweep without sending anything.
+"""What a spec would do, before anything is sent: counts, axes, first jobs, duration.
 
-Prints the job and image counts, each varied axis with its values, the first
-jobs, and how long the run should take at the spec's rate limit. `--format csv`
-and `json` print the same plan for scripts.
+`make_plan` is `sweeper.plan`: it validates and counts without expanding the
+whole sweep. Given a run folder that already holds results, it also says which
+jobs are done, new, or would be sent again (`JobTally`, the same arithmetic
+a run and `status` use).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeper.contract import SHORT_NAMES
+from sweeper.contract import IMAGE
 from sweeper.expand import check_job_count, count_images, expand_jobs, varied_axes
 from sweeper.job import Job
-from sweeper.spec import SweepSpec, load_spec
+from sweeper.journal import STATES_BATCH, Journal
+from sweeper.run_folder import JOURNAL_FILE
+from sweeper.spec import SweepSpec
 
 SHOWN_VALUES = 8
+DEFAULT_MAX_JOBS = 100_000
 # Without a rate cap the API's own latency bounds a run; this is our working guess.
 ASSUMED_LATENCY_S = 20.0
 
 
-def print_plan(spec_path: Path, *, max_jobs: int, limit: int, fmt: str) -> None:
-    spec = load_spec(spec_path)
-    jobs_total = check_job_count(spec, max_jobs)
-    plan = {
-        "spec": str(spec_path),
-        "name": spec.name,
-        "jobs": jobs_total,
-        "images": count_images(spec),
-        "axes": {name: _shown(values) for name, values in varied_axes(spec).items()},
-        "estimate": estimate_text(spec, jobs_total),
-    }
-    listed = list(itertools.islice(expand_jobs(spec), limit))
-    rows = [job_row(job, spec) for job in listed]
-    if fmt == "json":
-        print(json.dumps(plan | {"fixed": _fixed(spec), "listed_jobs": rows}, indent=2))
-    elif fmt == "csv":
-        _print_csv(rows)
-    else:
-        _print_table(plan, rows, spec)
+@dataclass(frozen=True)
+class JobTally:
+    """The spec's jobs by what a run into an existing folder would do with them."""
+
+    done: int = 0
+    downloads: int = 0  # paid for, images not all fetched: finished without paying
+    new: int = 0  # never sent
+    resend: int = 0  # failed, or sent and never answered: sent (and billed) again
+    unanswered: int = 0  # of `resend`: sent and never answered, so maybe billed already
+
+    @property
+    def to_send(self) -> int:
+        return self.new + self.resend
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated spec, counted: what `sweeper.plan` returns."""
+
+    spec: SweepSpec
+    jobs: int
+    images: int
+    estimate: str
+    run_dir: Path | None = None
+    tally: JobTally | None = None
+
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        """Each varied parameter with its first values (a long axis ends with a count)."""
+        return {name: _shown(values) for name, values in varied_axes(self.spec).items()}
+
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """The parameters every job shares."""
+        return {
+            name: _plain(value)
+            for name, value in self.spec.fixed.items()
+            if name not in self.spec.varied
+        }
+
+    def first_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The first `limit` jobs: index, job id and the varied parameters."""
+        return [job_row(job, self.spec) for job in itertools.islice(expand_jobs(self.spec), limit)]
+
+    def to_dict(self, limit: int = 20) -> dict[str, Any]:
+        """The plan as plain data (what `plan --format json` prints)."""
+        plan: dict[str, Any] = {
+            "spec": str(self.spec.source_path),
+            "name": self.spec.name,
+            "jobs": self.jobs,
+            "images": self.images,
+            "axes": self.axes,
+            "estimate": self.estimate,
+            "fixed": {name: _plain(value) for name, value in self.spec.fixed.items()},
+            "listed_jobs": self.first_jobs(limit),
+        }
+        if self.tally is not None:
+            plan["run_dir"] = str(self.run_dir)
+            plan["existing"] = {
+                "done": self.tally.done,
+                "downloads": self.tally.downloads,
+                "new": self.tally.new,
+                "resend": self.tally.resend,
+                "unanswered": self.tally.unanswered,
+            }
+        return plan
+
+
+def make_plan(
+    spec: SweepSpec, run_dir: Path | None = None, *, max_jobs: int = DEFAULT_MAX_JOBS
+) -> Plan:
+    """Count `spec` (refusing one over `max_jobs`) and, given a run folder, tally its jobs."""
+    jobs = check_job_count(spec, max_jobs)
+    tally = None
+    if run_dir is not None and (run_dir / JOURNAL_FILE).is_file():
+        with Journal.open_existing(run_dir) as journal:
+            tally = tally_jobs(journal, expand_jobs(spec))
+    return Plan(spec, jobs, count_images(spec), estimate_text(spec, jobs), run_dir, tally)
+
+
+def tally_jobs(journal: Journal, jobs: Iterable[Job]) -> JobTally:
+    """Look up every job's state, a batch at a time, and count what a run would do."""
+    counts = dict.fromkeys(("done", "downloads", "new", "resend", "unanswered"), 0)
+    iterator = iter(jobs)
+    while batch := [job.job_id for job in itertools.islice(iterator, STATES_BATCH)]:
+        states = journal.states_of(batch)
+        for job_id in batch:
+            state = states.get(job_id, "planned")
+            if state == "succeeded":
+                counts["done"] += 1
+            elif state == "generated":
+                counts["downloads"] += 1
+            elif state == "planned":
+                counts["new"] += 1
+            else:
+                counts["resend"] += 1
+                counts["unanswered"] += state == "submitted"
+    return JobTally(**counts)
 
 
 def estimate_text(spec: SweepSpec, jobs: int) -> str:
+    """How long `jobs` requests take at the spec's rate and concurrency, in words."""
     rpm = spec.run.requests_per_minute
     concurrency = spec.run.concurrency
     by_latency = jobs * ASSUMED_LATENCY_S / concurrency
@@ -79,62 +163,9 @@ def _plain(value: Any) -> Any:
     return getattr(value, "given", value)
 
 
-def _fixed(spec: SweepSpec) -> dict[str, Any]:
-    return {name: _plain(value) for name, value in spec.fixed.items()}
-
-
 def job_row(job: Job, spec: SweepSpec) -> dict[str, Any]:
+    """One job as a plan lists it: index, job id, and its value of each varied parameter."""
     row: dict[str, Any] = {"index": job.index, "job_id": job.job_id}
     for name in spec.varied:
-        row[name] = job.image.given if name == "image" else job.params[name]
+        row[name] = job.image.given if name == IMAGE else job.params[name]
     return row
-
-
-def _print_csv(rows: list[dict[str, Any]]) -> None:
-    import csv
-
-    if not rows:
-        return
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def _print_table(plan: dict[str, Any], rows: list[dict[str, Any]], spec: SweepSpec) -> None:
-    from rich.box import SIMPLE_HEAD
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    counts = f"{_counted(plan['jobs'], 'job')}, {_counted(plan['images'], 'image')}"
-    console.print(f"[bold]{plan['name']}[/]: {counts}{_sample_note(spec, plan['jobs'])}")
-    for name, values in plan["axes"].items():
-        console.print(f"  {name}: {', '.join(map(str, values))}")
-    fixed = ", ".join(f"{k}={v}" for k, v in _fixed(spec).items() if k not in spec.varied)
-    console.print(f"  fixed: {fixed}", soft_wrap=True)
-    console.print(f"duration: {plan['estimate']}")
-    if not rows:
-        return
-    table = Table(
-        title=f"first {len(rows)} of {_counted(plan['jobs'], 'job')}",
-        box=SIMPLE_HEAD,
-        pad_edge=False,
-        padding=(0, 1, 0, 0),
-    )
-    for column in rows[0]:
-        # A job id is what a user copies into `sweeper reproduce`: never cut it.
-        width = len(str(rows[0][column])) if column == "job_id" else None
-        table.add_column(SHORT_NAMES.get(column, column), no_wrap=True, min_width=width)
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    console.print(table)
-
-
-def _counted(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
-def _sample_note(spec: SweepSpec, jobs: int) -> str:
-    if spec.sample is None or spec.sample.n <= jobs:
-        return ""
-    return f" (sample.n is {spec.sample.n:,}, more than there are: every job runs)"

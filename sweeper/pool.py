@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from sweeper.downloads import download_output, kept_output, output_file_name
 from sweeper.errors import AbortError, ApiUnavailable, InterruptedRun, JobError, SweeperError
 from sweeper.job import Job
 from sweeper.journal import Journal, PendingDownload
+from sweeper.progress import NoProgress, ProgressListener, RunCounts
 from sweeper.retry import Attempts, GaveUp
 from sweeper.uploads import AssetUploader
 
@@ -41,23 +41,7 @@ GAVE_UP_LIMIT = 3
 # How often deferred journal changes (downloads done, jobs succeeded) are committed.
 FLUSH_EVERY_S = 0.2
 
-
-@dataclass
-class RunCounts:
-    """Live tallies of this run, read by the progress display."""
-
-    total: int = 0
-    skipped: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    pending: int = 0
-    in_flight: int = 0
-    images: int = 0
-    requests: int = 0
-
-    @property
-    def done(self) -> int:
-        return self.skipped + self.succeeded + self.failed + self.pending
+logger = logging.getLogger("sweeper")
 
 
 def encode_request(body: dict) -> str:
@@ -78,7 +62,7 @@ class JobRunner:
         run_dir: Path,
         concurrency: int,
         request_timeout_s: float,
-        on_change: Callable[[RunCounts], None] = lambda counts: None,
+        progress: ProgressListener | None = None,
     ) -> None:
         self._client = client
         self._session = session
@@ -87,7 +71,7 @@ class JobRunner:
         self._run_dir = run_dir
         self._concurrency = concurrency
         self._timeout_s = request_timeout_s
-        self._on_change = on_change
+        self._progress = progress or NoProgress()
         self._uploader = AssetUploader(client, journal, attempts)
         self._stopping = False
         self._commit_waiters: list[asyncio.Future[None]] | None = None
@@ -344,12 +328,13 @@ class JobRunner:
                 else AbortError(f"stopped by an unexpected error: {type(error).__name__}: {error}")
             )
             # Requests in flight can take minutes: say why the run has not ended yet.
-            print(
-                f"sweeper: stopping: {self.abort_error}; no new requests, waiting for the "
-                f"{self.counts.in_flight} in flight (Ctrl-C twice to stop now)",
-                file=sys.stderr,
+            logger.warning(
+                "stopping: %s; no new requests, waiting for the %d in flight "
+                "(Ctrl-C twice to stop now)",
+                self.abort_error,
+                self.counts.in_flight,
             )
         self._stopping = True
 
     def _changed(self) -> None:
-        self._on_change(self.counts)
+        self._progress.changed(self.counts)

@@ -89,6 +89,10 @@ class SweepSpec:
     varied: tuple[str, ...] = field(default=())
 
 
+Spec = SweepSpec
+"""The public name of a validated spec."""
+
+
 def load_spec(path: Path) -> SweepSpec:
     """Read and validate the spec at `path`; raises SpecError with one line on any mistake."""
     text = _read(path)

@@ -19,12 +19,11 @@ import pandas as pd
 import pytest
 
 from sweeper.errors import AbortError, ApiUnavailable, AuthError, CreditsError, UploadFailed
-from sweeper.execute import ApiTarget, PoolSettings, execute_sweep
+from sweeper.execute import ApiTarget, execute_sweep
 from sweeper.journal import Journal
-from sweeper.progress import ProgressReporter
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
-from sweeper.spec import load_spec
+from sweeper.spec import RunSettings, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "sweeps" / "inputs" / "astronaut.jpg"
@@ -64,7 +63,7 @@ async def run_sweep(
     from sweeper.expand import count_jobs
 
     spec = load_spec(spec_path)
-    settings = PoolSettings(
+    settings = RunSettings(
         concurrency=concurrency, requests_per_minute=rpm, max_attempts=4, request_timeout_s=5
     )
     return await execute_sweep(
@@ -74,7 +73,6 @@ async def run_sweep(
         settings,
         count_jobs(spec),
         retry_policy=FAST_RETRIES,
-        reporter=ProgressReporter(live=False, interval_s=1e9),
     )
 
 
@@ -120,7 +118,7 @@ async def test_rerun_of_a_finished_sweep_sends_nothing(tmp_path):
         sent = (feature_requests(sim), sim.state.counters["uploads"])
         again = await run_sweep(spec, tmp_path / "run", sim.base_url)
         assert (feature_requests(sim), sim.state.counters["uploads"]) == sent
-    assert again.requests == 0 and again.skipped == 4
+    assert again.requests_sent == 0 and again.this_run.skipped == 4
     assert len(manifest(tmp_path / "run")) == 8
 
 
@@ -143,7 +141,7 @@ async def test_a_rerun_looks_up_states_batch_by_batch_not_all_at_once(tmp_path, 
         again = await run_sweep(spec, tmp_path / "run", sim.base_url)
         assert feature_requests(sim) == sent
     assert asked == [4, 4, 4, 2]
-    assert again.requests == 0 and again.skipped == 14 and again.outcome == "complete"
+    assert again.requests_sent == 0 and again.this_run.skipped == 14 and again.outcome == "complete"
 
 
 async def test_a_rerun_redoes_deferred_changes_lost_in_a_crash_without_paying(tmp_path):
@@ -157,7 +155,7 @@ async def test_a_rerun_redoes_deferred_changes_lost_in_a_crash_without_paying(tm
         sent = feature_requests(sim)
         again = await run_sweep(spec, run_dir, sim.base_url)
         assert feature_requests(sim) == sent
-    assert again.requests == 0 and again.outcome == "complete"
+    assert again.requests_sent == 0 and again.outcome == "complete"
     rows = manifest(run_dir)
     assert len(rows) == 8 and set(rows["status"]) == {"succeeded"}
 
@@ -187,7 +185,7 @@ async def test_extending_a_spec_runs_only_the_new_jobs(tmp_path):
         before = feature_requests(sim)
         extended = await run_sweep(write_spec(tmp_path, [1, 2, 3]), tmp_path / "run", sim.base_url)
         assert feature_requests(sim) - before == 2
-    assert extended.skipped == 4 and extended.succeeded == 2
+    assert extended.this_run.skipped == 4 and extended.this_run.succeeded == 2
     assert len(manifest(tmp_path / "run")) == 12
 
 
@@ -206,7 +204,7 @@ async def test_an_image_on_disk_whose_journal_entry_was_lost_is_kept_not_fetched
         sent, fetched = feature_requests(sim), sim.state.counters["storage"]
         again = await run_sweep(spec, run_dir, sim.base_url)
         assert (feature_requests(sim), sim.state.counters["storage"]) == (sent, fetched)
-    assert again.succeeded == 4 and again.requests == 0
+    assert again.this_run.succeeded == 4 and again.requests_sent == 0
     after = manifest(run_dir)
     assert after["sha256"].tolist() == before["sha256"].tolist()
     assert set(after["status"]) == {"succeeded"}
@@ -229,8 +227,9 @@ async def test_a_resumed_job_whose_link_expired_is_never_sent_again_in_that_run(
         again = await run_sweep(spec, run_dir, sim.base_url)
         assert feature_requests(sim) == before
     # Lost, and said so; paying again is the user's call (a later rerun), not a side effect.
-    assert again.failed == again.total == 2 * seeds
-    assert again.skipped == again.succeeded == again.pending == 0  # each counted once
+    counts = again.this_run
+    assert counts.failed == counts.total == again.jobs == 2 * seeds
+    assert counts.skipped == counts.succeeded == counts.pending == 0  # each counted once
 
 
 async def wait_until(condition, timeout_s: float = 10.0) -> None:

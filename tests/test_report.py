@@ -226,7 +226,10 @@ def test_x_and_y_can_be_chosen_and_the_rest_become_z(run_copy):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--x", "colour"], "--x colour: not a varied axis of this run; varied: prompt, guidance, seed"),
+        (
+            ["--x", "colour"],
+            "--x colour: not a varied axis of this run; varied: prompt, guidance, seed",
+        ),
         (["--y", "steps"], "--y steps: not a varied axis"),
         (["--x", "seed", "--y", "seed"], "--x and --y are both seed"),
         (["--x", "output_index"], "--x output_index: not a varied axis"),

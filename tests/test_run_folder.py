@@ -64,7 +64,7 @@ def test_an_offline_run_resumes_offline_but_is_never_taken_for_the_api(tmp_path,
     again = run_demo(run_dir)  # another simulator on another port: still "offline"
     assert again.exit_code == 0
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["offline"] and record["this_run"]["skipped_already_done"] == 18
+    assert record["offline"] and record["this_run"]["skipped"] == 18
     monkeypatch.setenv("ONEMIN_API_KEY", "k")
     monkeypatch.setenv("ONEMIN_API_BASE", "http://127.0.0.1:1")
     real = CliRunner().invoke(main, ["run", str(DEMO), "--out", str(run_dir)])
@@ -111,12 +111,20 @@ def test_an_error_of_the_machine_is_one_line_and_exit_3(capsys):
     assert line.startswith("sweeper: error: [Errno 28] No space left on device")
 
 
-def test_a_bug_still_shows_its_traceback():
+def test_a_bug_is_exit_4_with_its_whole_traceback_in_crash_log(tmp_path, capsys):
     from sweeper.cli import reports_errors
 
     @reports_errors
-    def buggy() -> None:
-        raise KeyError("a bug")
+    def buggy(run_dir: Path) -> None:
+        try:
+            raise ValueError("the cause")
+        except ValueError as cause:
+            raise KeyError("a bug") from cause
 
-    with pytest.raises(KeyError):
-        buggy()
+    with pytest.raises(SystemExit) as exited:
+        buggy(run_dir=tmp_path)
+    assert exited.value.code == 4
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "internal error: KeyError" in line and str(tmp_path / "crash.log") in line
+    log = (tmp_path / "crash.log").read_text()
+    assert "Traceback" in log and "ValueError: the cause" in log and "KeyError: 'a bug'" in log
