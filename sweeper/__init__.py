@@ -25,8 +25,8 @@ _EXPORTS = {
     "run": "sweeper.api",
     "run_async": "sweeper.api",
     "open_run": "sweeper.api",
-    "Plan": "sweeper.plan",
-    "JobTally": "sweeper.plan",
+    "Plan": "sweeper.planning",
+    "JobTally": "sweeper.planning",
     "RunFolder": "sweeper.run_folder",
     "RunResult": "sweeper.run_result",
     "RunStatus": "sweeper.status",
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from sweeper.api import load_spec, open_run, plan, run, run_async
     from sweeper.errors import AbortError, SpecError, SweeperError
     from sweeper.execute import StopSwitch
-    from sweeper.plan import JobTally, Plan
+    from sweeper.planning import JobTally, Plan
     from sweeper.run_folder import RunFolder
     from sweeper.run_result import RunResult
     from sweeper.spec import Spec

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from sweeper.errors import SpecError
 from sweeper.execute import StopSwitch
-from sweeper.plan import DEFAULT_MAX_JOBS, Plan, make_plan
+from sweeper.planning import DEFAULT_MAX_JOBS, Plan, make_plan
 from sweeper.run_folder import RunFolder, default_run_dir
 from sweeper.run_result import RunResult
 from sweeper.spec import RunSettings, SweepSpec

@@ -67,7 +67,8 @@ class Param:
             value = int(value)
         else:
             value = float(value)
-        if not self.minimum <= value <= self.maximum:  # type: ignore[operator]
+        assert self.minimum is not None and self.maximum is not None  # numbers have bounds
+        if not self.minimum <= value <= self.maximum:
             return None
         return value
 

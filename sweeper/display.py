@@ -22,7 +22,7 @@ from sweeper.contract import SHORT_NAMES
 from sweeper.progress import NoProgress, ProgressListener, RunCounts
 
 if TYPE_CHECKING:
-    from sweeper.plan import Plan
+    from sweeper.planning import Plan
     from sweeper.run_result import RunResult
 
 LOG_INTERVAL_S = 10.0
@@ -122,7 +122,11 @@ class NotebookBar:
         self._bar: Any = None
 
     def started(self, total: int) -> None:
-        from tqdm.auto import tqdm
+        try:  # a widget when the notebook has ipywidgets, else one line rewritten in place
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm
+        except ImportError:
+            from tqdm import tqdm
 
         self._bar = tqdm(total=total, desc="sweep", unit="job", mininterval=0.5)
 
@@ -165,7 +169,7 @@ def progress_display(enabled: bool) -> ProgressListener:
 class _ConsoleFormatter(logging.Formatter):
     """`sweeper: message`, `sweeper: warning: message`; with a UTC time when piped."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def __init__(self, timestamps: bool) -> None:
         super().__init__(datefmt="%Y-%m-%dT%H:%M:%SZ")
@@ -177,13 +181,10 @@ class _ConsoleFormatter(logging.Formatter):
         return f"{self.formatTime(record, self.datefmt)} {line}" if self._timestamps else line
 
 
-class _StderrHandler(logging.StreamHandler[IO[str]]):
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time (rich swaps it while a bar is shown)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> IO[str]:
         return sys.stderr
 

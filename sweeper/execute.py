@@ -279,8 +279,8 @@ async def _run_pool(
 
 def _install_signal_handlers(
     loop: asyncio.AbstractEventLoop, handler: Callable[[], None]
-) -> list[int]:
-    installed = []
+) -> list[signal.Signals]:
+    installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, handler)

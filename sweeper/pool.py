@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from sweeper.client import ApiClient, EditResult
-from sweeper.downloads import download_output, kept_output, output_file_name
+from sweeper.downloads import DownloadedImage, download_output, kept_output, output_file_name
 from sweeper.errors import AbortError, ApiUnavailable, InterruptedRun, JobError, SweeperError
 from sweeper.job import Job
 from sweeper.journal import Journal, PendingDownload
@@ -273,12 +273,7 @@ class JobRunner:
         # Only a resumed run can find its image on disk already: don't fetch it again.
         kept = await asyncio.to_thread(kept_output, self._run_dir, file, fmt) if resumed else None
         try:
-            image = kept or await self._attempts.call(
-                lambda _attempt: download_output(
-                    self._session, url, self._run_dir, file, fmt, timeout_s=self._timeout_s
-                ),
-                paced=False,
-            )
+            image = kept or await self._fetch(url, file, fmt)
         except JobError as error:
             self._journal.mark_output_failed(job_id, index, str(error))
             return "lost", str(error)
@@ -292,6 +287,14 @@ class JobRunner:
         )
         self.counts.images += 1
         return "done", ""
+
+    async def _fetch(self, url: str, file: str, fmt: str) -> DownloadedImage:
+        return await self._attempts.call(
+            lambda _attempt: download_output(
+                self._session, url, self._run_dir, file, fmt, timeout_s=self._timeout_s
+            ),
+            paced=False,
+        )
 
     def _fail(self, job_id: str, error: str) -> None:
         self._journal.mark_failed(job_id, error, time.time())

@@ -45,22 +45,24 @@ class AssetUploader:
 
     def _remember_input(self, image: ImageRef) -> None:
         """Note where the input file lives, so `sweeper reproduce --offline` can find it."""
+        assert image.local_path is not None and image.sha256 is not None
         if image.sha256 not in self._inputs_noted:
             self._inputs_noted.add(image.sha256)
             self._journal.set_meta(f"input:{image.sha256}", str(image.local_path.resolve()))
 
     async def _upload(self, image: ImageRef) -> str:
-        assert image.local_path is not None and image.sha256 is not None
+        local_path, sha256 = image.local_path, image.sha256
+        assert local_path is not None and sha256 is not None
         try:
             path = await self._attempts.call(
-                lambda _attempt: self._client.upload_asset(image.local_path), paced=False
+                lambda _attempt: self._client.upload_asset(local_path), paced=False
             )
         except GaveUp as error:
             raise UploadFailed(
                 f"could not upload {image.given} to {self._client.api_base} ({error}); "
                 "no edit was sent. Check the network and ONEMIN_API_BASE, then run again"
             ) from None
-        self._journal.remember_asset(self._client.api_base, image.sha256, path)
+        self._journal.remember_asset(self._client.api_base, sha256, path)
         return path
 
 
