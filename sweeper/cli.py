@@ -35,6 +35,12 @@ max_jobs_option = click.option(
     help="Refuse a spec that expands to more jobs than this (counted before expanding).",
 )
 
+offline_option = click.option(
+    "--offline",
+    is_flag=True,
+    help="Send to the built-in simulator on loopback instead of the API; needs no API key.",
+)
+
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Turn every failure into one line on stderr and its exit code.
@@ -194,11 +200,7 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
     default=None,
     help="Run directory. Default: results/<spec name>/. Rerunning into it resumes.",
 )
-@click.option(
-    "--offline",
-    is_flag=True,
-    help="Run against the built-in simulator on loopback; needs no API key.",
-)
+@offline_option
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
@@ -367,11 +369,7 @@ def report(run_dir: Path, x_axis: str | None, y_axis: str | None, thumb: int) ->
     type=click.IntRange(min=0),
     help="Which output of the job to compare.",
 )
-@click.option(
-    "--offline",
-    is_flag=True,
-    help="Send the request to the built-in simulator instead of the API.",
-)
+@offline_option
 @reports_errors
 def reproduce(run_dir: Path, job_id: str, output_index: int, offline: bool) -> None:
     """Resend the exact recorded request of one job and compare the new image.

@@ -153,16 +153,21 @@ def test_ctrl_c_inside_a_running_loop_stops_the_worker_thread_cleanly(tmp_path):
     out = tmp_path / "run"
     done = run_script(
         f"""
-        import asyncio, json, os, signal, threading
+        import asyncio, json, os, signal, threading, time
         import sweeper
         from sweeper.errors import InterruptedRun
         from sweeper.simulator import SimulatorConfig, SimulatorThread
+
+        def interrupt_once_a_request_is_in_flight(sim):
+            while sim.state.counters["features"] == 0:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
 
         async def main():
             with SimulatorThread(SimulatorConfig(latency_s=1.0)) as sim:
                 os.environ["ONEMIN_API_KEY"] = "sk-api-test"
                 os.environ["ONEMIN_API_BASE"] = sim.base_url
-                threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+                threading.Thread(target=interrupt_once_a_request_is_in_flight, args=(sim,)).start()
                 try:
                     sweeper.run({str(spec)!r}, out={str(out)!r}, progress=False)
                 except InterruptedRun as stopped:
