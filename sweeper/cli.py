@@ -213,6 +213,18 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
     default=None,
     help="Requests per minute at most (overrides run.requests_per_minute).",
 )
+@click.option(
+    "--resend-unanswered",
+    is_flag=True,
+    help="Send again the jobs whose last request got no answer. Each may already have been "
+    "billed, so this may pay twice (run.resend_unanswered).",
+)
+@click.option(
+    "--resend-lost",
+    is_flag=True,
+    help="Buy again the jobs that were paid for but whose images could not be fetched "
+    "(run.resend_lost).",
+)
 @max_jobs_option
 @reports_errors
 def run(
@@ -221,6 +233,8 @@ def run(
     offline: bool,
     concurrency: int | None,
     rpm: float | None,
+    resend_unanswered: bool,
+    resend_lost: bool,
     max_jobs: int,
 ) -> None:
     """Run every job of SPEC, download the images and write the manifest.
@@ -229,8 +243,14 @@ def run(
     ONEMIN_API_BASE (default https://api.1min.ai). Running the same spec into
     the same directory again resumes: finished jobs are never sent twice.
 
-    Exit codes: 0 all jobs succeeded, 1 some failed, 2 spec or usage error,
-    3 aborted (key rejected, out of credits, interrupted), 4 internal error.
+    A request that got no answer may have been billed, and a job paid for whose
+    images could not be fetched is lost: neither is sent again unless you ask
+    (--resend-unanswered, --resend-lost). A rerun tries a lost job's live
+    links again for free.
+
+    Exit codes: 0 all jobs succeeded, 1 some failed, were lost or got no answer,
+    2 spec or usage error (nothing sent), 3 aborted (key rejected, out of
+    credits, interrupted), 4 internal error.
 
     \b
     Example:
@@ -246,6 +266,8 @@ def run(
         offline=offline,
         concurrency=concurrency,
         requests_per_minute=rpm,
+        resend_unanswered=resend_unanswered or None,
+        resend_lost=resend_lost or None,
         max_jobs=max_jobs,
     )
     print_summary(result)
@@ -255,20 +277,46 @@ def run(
 
 @main.command()
 @click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Hash every image instead of checking sizes and times (slower, thorough).",
+)
 @reports_errors
-def status(run_dir: Path) -> None:
+def status(run_dir: Path, verify: bool) -> None:
     """Show how far the run in DIR got: counts, failures by error, what a rerun sends.
+
+    Also checks that every downloaded image is still on disk as recorded.
+    Works on a read-only folder and while a run is going.
 
     \b
     Example:
-      sweeper status results/demo
+      sweeper status results/demo --verify
     """
     import sweeper
 
-    lines = sweeper.open_run(run_dir).status().lines()
+    lines = sweeper.open_run(run_dir).status(verify=verify).lines()
     click.echo(f"run: {run_dir}")
     for line in lines:
         click.echo(line)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@reports_errors
+def repair(run_dir: Path) -> None:
+    """Rebuild the journal of DIR from its manifest.parquet, so nothing is bought again.
+
+    For a folder whose journal.sqlite was deleted or emptied: finished jobs are
+    done again, paid jobs whose image is gone are lost, and uploads are known.
+
+    \b
+    Example:
+      sweeper repair results/demo
+    """
+    from sweeper.repair import repair_journal
+
+    click.echo(repair_journal(run_dir).describe())
 
 
 @main.command()

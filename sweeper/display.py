@@ -239,6 +239,8 @@ def print_summary(result: RunResult) -> None:
         ("already done before", counts.skipped),
         ("succeeded now", counts.succeeded),
         ("failed", counts.failed),
+        ("lost (paid, image not fetched)", counts.lost),
+        ("no answer (maybe billed)", counts.unanswered),
         ("downloads pending", counts.pending),
         ("images downloaded", counts.images),
         ("API requests", counts.requests),
@@ -248,7 +250,40 @@ def print_summary(result: RunResult) -> None:
     ]
     for name, value in rows:
         table.add_row(name, _literal(str(value)))
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    console.print(table)
+    for line in money_lines(result):
+        console.print(_literal(f"sweeper: {line}"))
+
+
+def money_lines(result: RunResult) -> list[str]:
+    """What this run may have cost beyond its images, in words."""
+    counts, lines = result.this_run, []
+    if counts.unanswered_attempts:
+        lines.append(
+            f"{counts.unanswered_attempts} request{'s' if counts.unanswered_attempts != 1 else ''}"
+            " may have been billed without an answer"
+        )
+    if counts.rebought:
+        lines.append(
+            f"{counts.rebought} lost job{'s' if counts.rebought != 1 else ''} bought again"
+        )
+    if counts.resent_unanswered:
+        lines.append(
+            f"{counts.resent_unanswered} job{'s' if counts.resent_unanswered != 1 else ''} "
+            "that may have been billed already sent again"
+        )
+    if result.unanswered and not counts.resent_unanswered:
+        lines.append(
+            f"{result.unanswered} job{'s' if result.unanswered != 1 else ''} got no answer and "
+            "may have been billed: not sent again (--resend-unanswered sends them)"
+        )
+    if result.lost:
+        lines.append(
+            f"{result.lost} job{'s' if result.lost != 1 else ''} paid for lost an image "
+            "(--resend-lost buys them again)"
+        )
+    return lines
 
 
 def _literal(text: str) -> Any:

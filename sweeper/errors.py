@@ -7,9 +7,12 @@
     │   ├── CreditsError    the account is out of credits
     │   ├── UploadFailed    an input image could not be uploaded, so no job can run
     │   ├── ApiUnavailable  job after job gave up on transient failures: an outage
+    │   ├── ApiRedirected   the API answered a redirect, which would carry the key away
     │   └── InterruptedRun  the user pressed Ctrl-C or the process got SIGTERM
     ├── TransientError      a failure worth retrying (5xx, 429, reset, timeout)
-    │   └── RateLimited     a 429; carries the server's Retry-After, if any
+    │   ├── RateLimited     a 429; carries the server's Retry-After, if any
+    │   ├── NotSent         the request never reached the server: resend freely
+    │   └── Unanswered      the request was written, no answer came: maybe billed
     └── JobError            this one job failed for good; the run goes on
 
 Messages never contain the API key. An error that ended a run carries that
@@ -70,6 +73,12 @@ class ApiUnavailable(AbortError):
     reason = "too_many_failures"
 
 
+class ApiRedirected(AbortError):
+    """The API answered 3xx: following it would send the key to another host."""
+
+    reason = "redirect"
+
+
 class InterruptedRun(AbortError):
     """The user stopped the run (SIGINT/SIGTERM)."""
 
@@ -86,6 +95,14 @@ class RateLimited(TransientError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotSent(TransientError):
+    """The request never reached the server (connect error or timeout): resend freely."""
+
+
+class Unanswered(TransientError):
+    """The request was written but no readable answer came: it may have been billed."""
 
 
 class JobError(SweeperError):

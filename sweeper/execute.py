@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE
-from sweeper.errors import AbortError, InterruptedRun, SpecError, is_environment_error
+from sweeper.errors import (
+    AbortError,
+    InterruptedRun,
+    SpecError,
+    SweeperError,
+    is_environment_error,
+)
 from sweeper.progress import NoProgress, ProgressListener
 from sweeper.run_folder import (
     base_record,
@@ -43,6 +49,7 @@ if TYPE_CHECKING:
     from sweeper.spec import RunSettings, SweepSpec
 
 OFFLINE_KEY = "offline-simulator"
+MIB = 1024 * 1024
 logger = logging.getLogger("sweeper")
 
 
@@ -182,13 +189,18 @@ async def _execute(
 ) -> RunResult:
     import aiohttp
 
-    from sweeper.client import ApiClient
+    from sweeper.client import ApiClient, ResponseLimits
+    from sweeper.downloads import DownloadLimits
     from sweeper.expand import expand_jobs
     from sweeper.journal import Journal
     from sweeper.pacing import RateLimiter
-    from sweeper.pool import JobRunner
+    from sweeper.pool import JobRunner, PoolOptions
+    from sweeper.repair import results_without_journal
     from sweeper.retry import Attempts, RetryPolicy
 
+    problem = results_without_journal(run_dir)
+    if problem is not None:
+        raise SpecError(problem)
     record = base_record(spec.name, spec.sha256) | {
         "api_base": target.base,
         "offline": target.offline,
@@ -199,12 +211,19 @@ async def _execute(
     with claim, Journal.open(run_dir) as journal:
         freeze_spec(run_dir, spec.source_text)
         write_run_record(run_dir, record | {"outcome": "running"})
-        journal.add_jobs(expand_jobs(spec), target.base)
-        _warn_about_unanswered(journal)
+        await _settle_what_the_last_run_left(journal, run_dir)
+        await asyncio.to_thread(journal.add_jobs, expand_jobs(spec), target.base)
         connector = aiohttp.TCPConnector(limit=settings.concurrency * 2 + 4)
         async with aiohttp.ClientSession(connector=connector) as session:
             client = ApiClient(
-                session, target.base, target.key, request_timeout_s=settings.request_timeout_s
+                session,
+                target.base,
+                target.key,
+                request_timeout_s=settings.request_timeout_s,
+                limits=ResponseLimits(
+                    max_body_bytes=int(settings.max_response_mb * MIB),
+                    max_json_depth=settings.max_json_depth,
+                ),
             )
             attempts = Attempts(
                 policy or RetryPolicy(max_attempts=settings.max_attempts),
@@ -220,6 +239,14 @@ async def _execute(
                 concurrency=settings.concurrency,
                 request_timeout_s=settings.request_timeout_s,
                 progress=progress,
+                options=PoolOptions(
+                    resend_unanswered=settings.resend_unanswered,
+                    resend_lost=settings.resend_lost,
+                    download_limits=DownloadLimits(
+                        max_bytes=int(settings.max_download_mb * MIB),
+                        max_pixels=int(settings.max_image_megapixels * 1_000_000),
+                    ),
+                ),
             )
             runner.counts.total = total
             progress.started(total)
@@ -227,14 +254,62 @@ async def _execute(
             try:
                 await _run_pool(runner, expand_jobs(spec), total, grace_s, stop)
             except BaseException as caught:
-                error = caught
+                error = _with_unrecorded(caught, runner)
             progress.finished(runner.counts)
-            result = _finish(journal, run_dir, runner, record, started, error)
+            result = await _finish(journal, run_dir, runner, record, started, error)
     if error is not None:
-        if isinstance(error, AbortError):
+        if isinstance(error, SweeperError):
             error.result = result
         raise error
     return result
+
+
+async def _settle_what_the_last_run_left(journal: Journal, run_dir: Path) -> None:
+    """Requests a dead run left in flight, and images gone from disk, before anything is sent."""
+    from sweeper.integrity import find_damaged_images, reopen_damaged
+
+    orphans = await asyncio.to_thread(journal.settle_orphans)
+    if orphans:
+        logger.warning(
+            "%d job%s sent before the last run stopped got no answer: %s may have been "
+            "billed, so %s not sent again (pass --resend-unanswered to send %s)",
+            orphans,
+            "" if orphans == 1 else "s",
+            "it" if orphans == 1 else "they",
+            "it is" if orphans == 1 else "they are",
+            "it" if orphans == 1 else "them",
+        )
+    damaged = await asyncio.to_thread(find_damaged_images, journal, run_dir)
+    if damaged:
+        await asyncio.to_thread(reopen_damaged, journal, damaged)
+        fetchable = sum(image.fetchable for image in damaged)
+        logger.warning(
+            "%d image%s went missing or changed on disk: %d fetched again from a live link, "
+            "%d lost (their links are dead)",
+            len(damaged),
+            "" if len(damaged) == 1 else "s",
+            fetchable,
+            len(damaged) - fetchable,
+        )
+
+
+def _with_unrecorded(error: BaseException, runner: JobRunner) -> BaseException:
+    """A journal that could not be written: name the paid answers it could not keep."""
+    from sweeper.pool import JournalWriteFailed
+
+    if not isinstance(error, JournalWriteFailed):
+        return error
+    unrecorded = runner.unrecorded_answers()
+    if not unrecorded:
+        return error
+    full = JournalWriteFailed(
+        f"{error}; {len(unrecorded)} answered (paid) job{'' if len(unrecorded) == 1 else 's'} "
+        "could not be recorded, and a rerun will not send them again. Their record uuids:\n"
+        + "\n".join(unrecorded),
+        unrecorded,
+    )
+    full.__cause__ = error.__cause__
+    return full
 
 
 async def _run_pool(
@@ -290,17 +365,7 @@ def _install_signal_handlers(
     return installed
 
 
-def _warn_about_unanswered(journal: Journal) -> None:
-    unanswered = journal.counts().get("submitted", 0)
-    if unanswered:
-        logger.warning(
-            "%d jobs were sent before the last run stopped and never answered; "
-            "they are sent again and may be billed twice",
-            unanswered,
-        )
-
-
-def _finish(
+async def _finish(
     journal: Journal,
     run_dir: Path,
     runner: JobRunner,
@@ -313,7 +378,7 @@ def _finish(
 
     result = _result(run_dir, runner, record["api_base"], started, error)
     try:
-        write_manifest(journal, run_dir)
+        await asyncio.to_thread(write_manifest, journal, run_dir)
         write_run_record(
             run_dir,
             record | result.to_record() | {"finished_at": utc_now(), "counts": journal.counts()},
@@ -350,13 +415,16 @@ def _result(
     else:
         outcome, reason, message = ABORTED, "internal", f"{type(error).__name__}: {error}"
     succeeded = counts.skipped + counts.succeeded
+    settled = succeeded + counts.failed + counts.lost + counts.unanswered
     return RunResult(
         run_dir=run_dir,
         outcome=outcome,
         jobs=counts.total,
         succeeded=succeeded,
         failed=counts.failed,
-        pending=counts.total - succeeded - counts.failed,
+        lost=counts.lost,
+        unanswered=counts.unanswered,
+        pending=counts.total - settled,
         requests_sent=counts.requests,
         this_run=counts,
         duration_s=time.monotonic() - started,

@@ -53,10 +53,12 @@ COLUMN_KINDS: dict[str, str] = {
     "record_uuid": TEXT,
     "remote_path": TEXT,
     "attempts": NULLABLE_INT,
+    "unanswered_attempts": NULLABLE_INT,
     "error": TEXT,
     "submitted_at": TIME,
     "finished_at": TIME,
     "latency_s": FLOAT,
+    "link_expires_at": TIME,
     "request_json": TEXT,
 }
 """Every manifest column, in order, with its kind."""
@@ -67,13 +69,14 @@ TEXT_COLUMNS = tuple(name for name, kind in COLUMN_KINDS.items() if kind == TEXT
 QUERY = f"""
 SELECT j.job_id, coalesce(o.output_index, 0) AS output_index,
     CASE WHEN o.status = 'done' THEN 'succeeded'
+         WHEN j.state IN ('lost', 'unanswered') THEN j.state
          WHEN o.status = 'failed' OR j.state = 'failed' THEN 'failed'
          ELSE 'pending' END AS status,
     o.file, o.sha256, o.bytes, o.width, o.height,
     j.image_given AS {IMAGE}, {", ".join(f"j.{name}" for name in PARAMS)},
     j.image_sha256, j.asset_path, j.model, j.api_base, j.record_uuid, o.remote_path,
-    j.attempts, coalesce(o.error, j.error) AS error, j.submitted_at, j.finished_at,
-    j.latency_s, j.request_json
+    j.attempts, j.unanswered_attempts, coalesce(o.error, j.error) AS error, j.submitted_at,
+    j.finished_at, j.latency_s, o.expires_at AS link_expires_at, j.request_json
 FROM jobs j LEFT JOIN outputs o USING (job_id)
 ORDER BY j.idx, o.output_index
 """

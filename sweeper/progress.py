@@ -17,23 +17,32 @@ class RunCounts:
     """Live tallies of one invocation: jobs settled, requests sent, images fetched."""
 
     total: int = 0
-    skipped: int = 0
+    skipped: int = 0  # had succeeded before this run
     succeeded: int = 0
     failed: int = 0
-    pending: int = 0
+    pending: int = 0  # paid for, images still to fetch (a rerun does, for free)
+    lost: int = 0  # paid for, an image could not be fetched
+    unanswered: int = 0  # last attempt unanswered (maybe billed), not sent again
     in_flight: int = 0
     images: int = 0
     requests: int = 0
+    unanswered_attempts: int = 0  # requests this run that may have been billed unanswered
+    resent_unanswered: int = 0  # jobs sent again although an attempt may have been billed
+    rebought: int = 0  # lost jobs bought again (--resend-lost)
 
     @property
     def done(self) -> int:
         """Jobs settled one way or another, this run or before it."""
-        return self.skipped + self.succeeded + self.failed + self.pending
+        return (
+            self.skipped + self.succeeded + self.failed + self.pending + self.lost + self.unanswered
+        )
 
     def as_record(self) -> dict[str, int]:
-        """The tallies as run.json's `this_run` keeps them."""
+        """The tallies as run.json's `this_run` keeps them (`unanswered` counts attempts)."""
         record = asdict(self)
         del record["in_flight"], record["total"]
+        record["unanswered_jobs"] = record.pop("unanswered")
+        record["unanswered"] = record.pop("unanswered_attempts")
         return record
 
 

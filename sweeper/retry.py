@@ -19,7 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from sweeper.clock import Clock, MonotonicClock
-from sweeper.errors import InterruptedRun, RateLimited, TransientError
+from sweeper.errors import InterruptedRun, RateLimited, TransientError, Unanswered
 from sweeper.pacing import RateLimiter
 
 T = TypeVar("T")
@@ -79,7 +79,11 @@ def _seconds_until_date(text: str, now: datetime) -> float | None:
 
 
 class GaveUp(TransientError):
-    """Every allowed attempt failed transiently; carries the last failure."""
+    """Every allowed attempt failed transiently; `last` is the last failure."""
+
+    def __init__(self, message: str, last: TransientError | None) -> None:
+        super().__init__(message)
+        self.last = last
 
 
 @dataclass
@@ -98,12 +102,14 @@ class Attempts:
         *,
         paced: bool,
         max_attempts: int | None = None,
+        resend_unanswered: bool = True,
     ) -> T:
         """Call `operation(attempt)` until it succeeds or attempts run out.
 
         `paced` calls wait for the rate limiter before every attempt and are not
-        started once the run is stopping (InterruptedRun). Raises GaveUp after the
-        last transient failure.
+        started once the run is stopping (InterruptedRun). An `Unanswered` attempt may
+        have been billed: unless `resend_unanswered`, it is raised at once instead of
+        tried again. Raises GaveUp after the last transient failure.
         """
         limit = max_attempts or self.policy.max_attempts
         last: TransientError | None = None
@@ -119,10 +125,12 @@ class Attempts:
                 last = error
                 await self._pause_pool(attempt, error.retry_after, paced=paced)
             except TransientError as error:
+                if isinstance(error, Unanswered) and not resend_unanswered:
+                    raise
                 last = error
                 if attempt < limit:
                     await self.clock.sleep(self.policy.backoff(attempt, self.rng))
-        raise GaveUp(f"gave up after {limit} attempts: {last}")
+        raise GaveUp(f"gave up after {limit} attempts: {last}", last)
 
     async def _pause_pool(self, attempt: int, retry_after: float | None, *, paced: bool) -> None:
         delay = self.policy.delay(attempt, self.rng, retry_after)

@@ -206,13 +206,17 @@ class RunFolder:
         with Journal.open_existing(self.path) as journal:
             return manifest_frame(journal)
 
-    def status(self) -> RunStatus:
-        """How far the run got: counts by state, failures, what a rerun would send."""
+    def status(self, *, verify: bool = False) -> RunStatus:
+        """How far the run got: counts by state, failures, what a rerun would send.
+
+        Checks every downloaded image against the journal (by size and time, or by
+        hash with `verify=True`); never writes anything.
+        """
         from sweeper.journal import Journal
         from sweeper.status import run_status
 
         with Journal.open_existing(self.path) as journal:
-            return run_status(journal, live=is_live(self.path))
+            return run_status(journal, self.path, live=is_live(self.path), verify=verify)
 
     def images(self) -> list[Path]:
         """The path of every downloaded image, in manifest order."""

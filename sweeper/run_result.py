@@ -24,9 +24,11 @@ EXIT_CODES = {COMPLETE: 0, PARTIAL: 1, ABORTED: 3, STOPPED: 3}
 class RunResult:
     """One invocation of a sweep, finished or stopped.
 
-    `succeeded`, `failed` and `pending` count the spec's jobs as the run folder
-    holds them now (`pending`: not settled yet, so a rerun would finish them);
-    `requests_sent` and `this_run` are what this invocation did.
+    `succeeded`, `failed`, `lost`, `unanswered` and `pending` count the spec's jobs
+    as the run folder holds them now: `lost` were paid for and an image could not
+    be fetched; `unanswered` were sent, got no answer and may have been billed;
+    `pending` are not settled yet, so a rerun would finish them. `requests_sent`,
+    `unanswered_attempts` and `this_run` are what this invocation did.
     """
 
     run_dir: Path
@@ -41,6 +43,13 @@ class RunResult:
     api_base: str
     reason: str | None = None
     message: str | None = None
+    lost: int = 0
+    unanswered: int = 0
+
+    @property
+    def unanswered_attempts(self) -> int:
+        """Requests of this invocation that may have been billed without an answer."""
+        return self.this_run.unanswered_attempts
 
     @property
     def exit_code(self) -> int:
@@ -63,6 +72,8 @@ class RunResult:
                 "total": self.jobs,
                 "succeeded": self.succeeded,
                 "failed": self.failed,
+                "lost": self.lost,
+                "unanswered": self.unanswered,
                 "pending": self.pending,
             },
             "this_run": self.this_run.as_record(),

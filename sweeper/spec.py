@@ -40,9 +40,17 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     concurrency: int = Field(4, ge=1, le=256)
-    requests_per_minute: float | None = Field(60, gt=0)
+    requests_per_minute: float | None = Field(60, gt=0, allow_inf_nan=False)
     max_attempts: int = Field(5, ge=1, le=20)
-    request_timeout_s: float = Field(300, gt=0, le=3600)
+    request_timeout_s: float = Field(300, gt=0, le=3600, allow_inf_nan=False)
+    # Money: what may be sent again although it may have been paid for already.
+    resend_unanswered: bool = False
+    resend_lost: bool = False
+    # Caps on what the server may send back (see README, "Limits and safety").
+    max_response_mb: float = Field(16, gt=0, le=1024, allow_inf_nan=False)
+    max_json_depth: int = Field(64, ge=8, le=10_000)
+    max_download_mb: float = Field(64, gt=0, le=4096, allow_inf_nan=False)
+    max_image_megapixels: float = Field(50, gt=0, le=1000, allow_inf_nan=False)
 
 
 class SampleSettings(BaseModel):

@@ -7,7 +7,9 @@ would do: which jobs it sends (and may bill) and which downloads it finishes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from sweeper.integrity import DamagedImage, find_damaged_images
 from sweeper.journal import STATES, Journal
 
 EXAMPLES = 3
@@ -31,14 +33,19 @@ class RunStatus:
     failures: tuple[FailureGroup, ...] = ()
     pending_downloads: int = 0
     live: bool = False
+    damaged: tuple[DamagedImage, ...] = ()
     unanswered: int = field(init=False)
     to_send: int = field(init=False)
 
     def __post_init__(self) -> None:
-        submitted = self.counts.get("submitted", 0)
-        settled = self.counts.get("succeeded", 0) + self.counts.get("generated", 0)
-        object.__setattr__(self, "unanswered", submitted)
-        object.__setattr__(self, "to_send", sum(self.counts.values()) - settled)
+        # Outside a live run, a job still marked submitted was in flight when its run died.
+        in_flight = 0 if self.live else self.counts.get("submitted", 0)
+        unanswered = self.counts.get("unanswered", 0) + in_flight
+        kept = ("succeeded", "generated", "lost", "unanswered", "submitted")
+        object.__setattr__(self, "unanswered", unanswered)
+        object.__setattr__(
+            self, "to_send", sum(self.counts.values()) - sum(self.counts.get(s, 0) for s in kept)
+        )
 
     @property
     def jobs(self) -> int:
@@ -55,12 +62,27 @@ class RunStatus:
         for group in self.failures:
             examples = ", ".join(group.examples)
             lines.append(f"failed x{group.count}: {group.error} (e.g. {examples})")
-        if self.unanswered and self.live:
-            lines.append(f"{self.unanswered} jobs are in flight: a run is using this folder now")
-        elif self.unanswered:
+        if self.live and self.counts.get("submitted", 0):
             lines.append(
-                f"{self.unanswered} jobs were sent and never answered: they may have been "
-                "billed; a rerun sends them again"
+                f"{self.counts['submitted']} jobs are in flight: a run is using this folder now"
+            )
+        if self.unanswered:
+            lines.append(
+                f"{self.unanswered} jobs were sent and got no answer: they may have been billed; "
+                "a rerun does not send them again unless given --resend-unanswered"
+            )
+        lost = self.counts.get("lost", 0)
+        if lost:
+            lines.append(
+                f"{lost} jobs were paid for but their images could not be fetched (lost): a rerun "
+                "tries their live links again for free; --resend-lost buys them again"
+            )
+        if self.damaged:
+            missing = sum(image.problem == "missing" for image in self.damaged)
+            lines.append(
+                f"{len(self.damaged)} downloaded images are not on disk as recorded "
+                f"({missing} missing, {len(self.damaged) - missing} changed): a rerun fetches "
+                "them again while their links live"
             )
         if self.pending_downloads:
             lines.append(
@@ -72,8 +94,10 @@ class RunStatus:
         return lines
 
 
-def run_status(journal: Journal, *, live: bool = False) -> RunStatus:
-    """Read a run's status from its journal; `live` when a run holds the folder now."""
+def run_status(
+    journal: Journal, run_dir: Path, *, live: bool = False, verify: bool = False
+) -> RunStatus:
+    """Read a run's status from its journal and its images; `live` when a run holds it now."""
     counts = {state: 0 for state in STATES} | journal.counts()
     images = dict(journal.query("SELECT status, count(*) FROM outputs GROUP BY status"))
     return RunStatus(
@@ -82,6 +106,7 @@ def run_status(journal: Journal, *, live: bool = False) -> RunStatus:
         failures=_failure_groups(journal),
         pending_downloads=len(journal.pending_downloads()),
         live=live,
+        damaged=tuple(find_damaged_images(journal, run_dir, full=verify)),
     )
 
 

@@ -43,6 +43,12 @@ class AssetUploader:
             self._uploads[image.sha256] = task
         return await asyncio.shield(task)
 
+    def forget(self, image: ImageRef) -> None:
+        """The server no longer knows this image's upload: the next job uploads it again."""
+        assert image.sha256 is not None
+        self._journal.forget_asset(self._client.api_base, image.sha256)
+        self._uploads.pop(image.sha256, None)
+
     def _remember_input(self, image: ImageRef) -> None:
         """Note where the input file lives, so `sweeper reproduce --offline` can find it."""
         assert image.local_path is not None and image.sha256 is not None

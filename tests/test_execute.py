@@ -59,12 +59,17 @@ async def run_sweep(
     key: str = KEY,
     rpm: float | None = None,
     concurrency: int = 4,
+    **run_settings,
 ):
     from sweeper.expand import count_jobs
 
     spec = load_spec(spec_path)
     settings = RunSettings(
-        concurrency=concurrency, requests_per_minute=rpm, max_attempts=4, request_timeout_s=5
+        concurrency=concurrency,
+        requests_per_minute=rpm,
+        max_attempts=4,
+        request_timeout_s=5,
+        **run_settings,
     )
     return await execute_sweep(
         spec,
@@ -95,9 +100,11 @@ async def test_faulty_run_keeps_exactly_what_the_simulator_produced(tmp_path):
         FaultRule("assets", "status", status=503),
     ]
     async with run_simulator(SimulatorConfig(faults=faults)) as sim:
-        summary = await run_sweep(spec, tmp_path / "run", sim.base_url)
+        # The reset may have been billed: sent again only because this run says so.
+        summary = await run_sweep(spec, tmp_path / "run", sim.base_url, resend_unanswered=True)
         produced = dict(sim.state.produced)
     assert summary.outcome == "complete"
+    assert summary.unanswered_attempts == 1 and summary.this_run.resent_unanswered == 0
     rows = manifest(tmp_path / "run")
     assert len(rows) == 12 and set(rows["status"]) == {"succeeded"}
     for row in rows.itertuples():
@@ -228,8 +235,9 @@ async def test_a_resumed_job_whose_link_expired_is_never_sent_again_in_that_run(
         assert feature_requests(sim) == before
     # Lost, and said so; paying again is the user's call (a later rerun), not a side effect.
     counts = again.this_run
-    assert counts.failed == counts.total == again.jobs == 2 * seeds
-    assert counts.skipped == counts.succeeded == counts.pending == 0  # each counted once
+    assert counts.lost == counts.total == again.jobs == again.lost == 2 * seeds
+    assert counts.skipped == counts.succeeded == counts.pending == counts.failed == 0  # once each
+    assert again.exit_code == 1
 
 
 async def wait_until(condition, timeout_s: float = 10.0) -> None:
@@ -355,13 +363,15 @@ async def test_a_bad_request_fails_that_job_only(tmp_path):
     assert "guidance is not allowed" in failed["error"].iloc[0]
 
 
-async def test_an_expired_download_link_fails_the_job_without_resending(tmp_path):
+async def test_an_expired_download_link_loses_the_job_without_resending(tmp_path):
     spec = write_spec(tmp_path, [1], outputs=1)
     async with run_simulator(SimulatorConfig(faults=[FaultRule("storage", "expired")])) as sim:
         summary = await run_sweep(spec, tmp_path / "run", sim.base_url)
         assert feature_requests(sim) == 2
-    assert (summary.succeeded, summary.failed) == (1, 1)
-    assert "expired" in manifest(tmp_path / "run").query("status == 'failed'")["error"].iloc[0]
+    assert (summary.succeeded, summary.lost, summary.failed) == (1, 1, 0)
+    assert summary.exit_code == 1
+    lost = manifest(tmp_path / "run").query("status == 'lost'")
+    assert "link is dead" in lost["error"].iloc[0]
 
 
 async def test_the_key_never_reaches_disk_output_or_storage(tmp_path, capsys):

@@ -56,7 +56,7 @@ def test_add_jobs_is_idempotent(tmp_path):
     with Journal.open(tmp_path) as journal:
         assert journal.add_jobs((job(i) for i in range(10)), BASE) == 10
         assert journal.add_jobs((job(i) for i in range(12)), BASE) == 2
-        assert journal.counts() == {"planned": 12}
+        assert {s: n for s, n in journal.counts().items() if n} == {"planned": 12}
 
 
 def test_states_move_forward_and_pending_downloads_are_listed(tmp_path):
@@ -159,9 +159,9 @@ def test_deferred_changes_wait_for_a_flush_but_reads_see_them(tmp_path):
         journal.add_jobs([job(1)], BASE)
         finish(journal, job(1))
         other = Journal.open(tmp_path)
-        assert other.counts() == {"generated": 1}
-        assert journal.counts() == {"succeeded": 1}
-        assert other.counts() == {"succeeded": 1}
+        assert other.counts()["generated"] == 1
+        assert journal.counts()["succeeded"] == 1
+        assert other.counts()["succeeded"] == 1
         other.close()
 
 
@@ -232,7 +232,7 @@ def test_status_and_export_through_the_cli(tmp_path):
     assert result.exit_code == 0
     assert "failed x2: 400: nope" in result.stdout
     assert "may have been billed" in result.stdout
-    assert "a rerun would send 3 requests" in result.stdout
+    assert "a rerun would send 2 requests" in result.stdout  # not the unanswered one
     for suffix in ("csv", "parquet", "jsonl"):
         target = tmp_path / f"out.{suffix}"
         result = CliRunner().invoke(main, ["export", str(tmp_path), "--to", str(target)])

@@ -220,7 +220,12 @@ def test_reproduce_in_a_folder_that_is_not_a_run(tmp_path):
 
 def same(got: Any, want: Any) -> bool:
     """`got` read back from a text export means exactly `want` from the typed manifest."""
-    if want is None or want is pd.NA or (isinstance(want, float) and math.isnan(want)):
+    if (
+        want is None
+        or want is pd.NA
+        or want is pd.NaT
+        or (isinstance(want, float) and math.isnan(want))
+    ):
         return got in (None, "")
     if isinstance(want, pd.Timestamp):
         return pd.Timestamp(got) == want
