@@ -261,27 +261,24 @@ def money_lines(result: RunResult) -> list[str]:
     counts, lines = result.this_run, []
     if counts.unanswered_attempts:
         lines.append(
-            f"{counts.unanswered_attempts} request{'s' if counts.unanswered_attempts != 1 else ''}"
-            " may have been billed without an answer"
+            f"{_counted(counts.unanswered_attempts, 'request')} may have been billed "
+            "without an answer"
         )
     if counts.rebought:
-        lines.append(
-            f"{counts.rebought} lost job{'s' if counts.rebought != 1 else ''} bought again"
-        )
+        lines.append(f"{_counted(counts.rebought, 'lost job')} bought again")
     if counts.resent_unanswered:
         lines.append(
-            f"{counts.resent_unanswered} job{'s' if counts.resent_unanswered != 1 else ''} "
-            "that may have been billed already sent again"
+            f"{_counted(counts.resent_unanswered, 'job')} that may have been billed already "
+            "sent again"
         )
     if result.unanswered and not counts.resent_unanswered:
         lines.append(
-            f"{result.unanswered} job{'s' if result.unanswered != 1 else ''} got no answer and "
-            "may have been billed: not sent again (--resend-unanswered sends them)"
+            f"{_counted(result.unanswered, 'job')} got no answer and may have been billed: "
+            "not sent again (--resend-unanswered sends them)"
         )
     if result.lost:
         lines.append(
-            f"{result.lost} job{'s' if result.lost != 1 else ''} paid for lost an image "
-            "(--resend-lost buys them again)"
+            f"{_counted(result.lost, 'job')} paid for lost an image (--resend-lost buys them again)"
         )
     return lines
 
