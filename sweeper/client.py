@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from sweeper.contract import ASSETS_PATH, FEATURES_PATH, MAX_UPLOAD_BYTES
+from sweeper.contract import ASSETS_PATH, FEATURES_PATH, MAX_UPLOAD_BYTES, check_api_key
 from sweeper.errors import (
     ApiRedirected,
     AuthError,
@@ -188,17 +188,6 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int, *, partial_ok
         if not partial_ok:
             raise
     return b"".join(chunks).decode("utf-8", errors="replace")
-
-
-def check_api_key(key: str) -> str:
-    """The key as sent in a header; refused before any request if it cannot be one."""
-    if any(char in key for char in "\r\n"):
-        raise SpecError("the API key contains a line break; check ONEMIN_API_KEY")
-    if any(ord(char) < 32 or ord(char) == 127 for char in key):
-        raise SpecError("the API key contains a control character; check ONEMIN_API_KEY")
-    if not key.isascii():
-        raise SpecError("the API key contains a non-ASCII character; check ONEMIN_API_KEY")
-    return key
 
 
 def _read_upload(path: Path) -> bytes:

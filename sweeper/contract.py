@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sweeper.errors import SpecError
+
 MODEL = "black-forest-labs/flux-depth-dev"
 FEATURE_TYPE = "IMAGE_EDITOR"
 DEFAULT_API_BASE = "https://api.1min.ai"
@@ -136,3 +138,14 @@ def image_size(megapixels: str, aspect: float = 1.0) -> tuple[int, int]:
     height = (pixels / aspect) ** 0.5
     width = height * aspect
     return max(16, round(width / 16) * 16), max(16, round(height / 16) * 16)
+
+
+def check_api_key(key: str) -> str:
+    """The key as sent in a header; refused before any request if it cannot be one."""
+    if any(char in key for char in "\r\n"):
+        raise SpecError("the API key contains a line break; check ONEMIN_API_KEY")
+    if any(ord(char) < 32 or ord(char) == 127 for char in key):
+        raise SpecError("the API key contains a control character; check ONEMIN_API_KEY")
+    if not key.isascii():
+        raise SpecError("the API key contains a non-ASCII character; check ONEMIN_API_KEY")
+    return key

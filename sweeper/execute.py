@@ -17,13 +17,13 @@ import random
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE
+from sweeper.contract import API_BASE_ENV, API_KEY_ENV, DEFAULT_API_BASE, check_api_key
 from sweeper.errors import (
     AbortError,
     InterruptedRun,
@@ -76,7 +76,7 @@ def api_target_from_env() -> ApiTarget:
     base = os.environ.get(API_BASE_ENV, "").strip() or DEFAULT_API_BASE
     if not base.startswith(("http://", "https://")):
         raise SpecError(f"{API_BASE_ENV}={base!r} is not an http(s) URL")
-    return ApiTarget(base.rstrip("/"), key)
+    return ApiTarget(base.rstrip("/"), check_api_key(key))
 
 
 @asynccontextmanager
@@ -256,11 +256,11 @@ async def _execute(
             except BaseException as caught:
                 error = _with_unrecorded(caught, runner)
             progress.finished(runner.counts)
-            result = await _finish(journal, run_dir, runner, record, started, error)
-    if error is not None:
-        if isinstance(error, SweeperError):
-            error.result = result
-        raise error
+            result, error = await _finish(journal, run_dir, runner, record, started, error, stop)
+        if error is not None:  # raised inside: closing the journal must not hide it
+            if isinstance(error, SweeperError):
+                error.result = result
+            raise error
     return result
 
 
@@ -372,30 +372,58 @@ async def _finish(
     record: dict[str, Any],
     started: float,
     error: BaseException | None,
-) -> RunResult:
-    """Write the manifest and run.json; never hide the error that ended a run."""
+    stop: StopSwitch,
+) -> tuple[RunResult, BaseException | None]:
+    """Write the manifest and run.json; return the result and the error that ends the run.
+
+    The error that ended the run is never hidden by a later one (that is logged). A
+    stop (Ctrl-C, SIGTERM) that comes while the results are written still counts.
+    """
     from sweeper.manifest import write_manifest
 
-    result = _result(run_dir, runner, record["api_base"], started, error)
-    try:
-        await asyncio.to_thread(write_manifest, journal, run_dir)
-        write_run_record(
-            run_dir,
-            record | result.to_record() | {"finished_at": utc_now(), "counts": journal.counts()},
-        )
-    except Exception as failure:
-        if not is_environment_error(failure):
-            raise
-        problem = AbortError(
-            f"could not write the manifest of {run_dir} ({failure}); the journal keeps every "
+    problem = await _environment_problem(asyncio.to_thread(write_manifest, journal, run_dir))
+    if error is None and stop.requested:
+        error = InterruptedRun("stopped while the results were written; every job had settled")
+    if problem is not None:
+        failure = AbortError(
+            f"could not write the manifest of {run_dir} ({problem}); the journal keeps every "
             f"result: once this is fixed, run `sweeper export {run_dir} --to FILE.csv`"
         )
         if error is None:
-            problem.result = result
-            raise problem from None
-        # Already ending with an error: that one is what the user sees.
-        logger.warning("%s", problem)
-    return result
+            error = failure
+        else:
+            logger.warning("%s", failure)
+    result = _result(run_dir, runner, record["api_base"], started, error)
+    written = _environment_problem_now(
+        lambda: write_run_record(
+            run_dir,
+            record | result.to_record() | {"finished_at": utc_now(), "counts": journal.counts()},
+        )
+    )
+    if written is not None:
+        logger.warning("could not write %s/run.json (%s)", run_dir, written)
+    return result, error
+
+
+async def _environment_problem(work: Awaitable[Any]) -> Exception | None:
+    """Run `work`; a full disk or a broken file is returned, a bug raised."""
+    try:
+        await work
+    except Exception as failure:
+        if not is_environment_error(failure):
+            raise
+        return failure
+    return None
+
+
+def _environment_problem_now(work: Callable[[], Any]) -> Exception | None:
+    try:
+        work()
+    except Exception as failure:
+        if not is_environment_error(failure):
+            raise
+        return failure
+    return None
 
 
 def _result(

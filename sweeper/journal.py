@@ -137,14 +137,15 @@ def _utc_seconds(moment: time.struct_time) -> float:
 class Journal:
     """One SQLite connection to a run's journal, safe to share between threads."""
 
+    # A seam for tests: called before every COMMIT, it can fail it as a full disk would.
+    before_commit: Callable[[], None] | None = None
+
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
         self._deferred: list[tuple[str, Sequence[Any]]] = []
         self._assets: dict[tuple[str, str], str] = {}
         self._lock = threading.RLock()
-        # Tests set this to make the next commit fail as a full disk would.
-        self.before_commit: Callable[[], None] | None = None
 
     @classmethod
     def open(cls, run_dir: Path) -> Journal:
@@ -220,8 +221,16 @@ class Journal:
     def __enter__(self) -> Journal:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+            return
+        # Leaving on an error already: a failing last flush (a full disk) must not hide it.
+        with self._lock, suppress(sqlite3.Error, OSError):
+            try:
+                self.flush()
+            finally:
+                self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

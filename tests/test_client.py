@@ -222,7 +222,7 @@ def test_deeply_nested_json_is_unanswered_never_a_recursion_error() -> None:
     ],
 )
 def test_a_key_that_cannot_be_a_header_is_refused_before_any_request(key, problem) -> None:
-    from sweeper.client import check_api_key
+    from sweeper.contract import check_api_key
     from sweeper.errors import SpecError
 
     with pytest.raises(SpecError, match=problem) as caught:

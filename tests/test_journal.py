@@ -165,15 +165,6 @@ def test_deferred_changes_wait_for_a_flush_but_reads_see_them(tmp_path):
         other.close()
 
 
-def test_the_key_is_never_in_the_journal(tmp_path, monkeypatch):
-    monkeypatch.setenv("ONEMIN_API_KEY", "sk-SENTINEL-journal")
-    with Journal.open(tmp_path) as journal:
-        journal.add_jobs([job(1)], BASE)
-        finish(journal, job(1))
-    for path in tmp_path.iterdir():
-        assert b"sk-SENTINEL-journal" not in path.read_bytes()
-
-
 def test_manifest_columns_types_and_rows(tmp_path):
     with Journal.open(tmp_path) as journal:
         done, failed, planned = job(1, outputs=2), job(2), job(3)

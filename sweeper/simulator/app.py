@@ -78,6 +78,9 @@ async def _apply_fault(request: web.Request, rule: FaultRule | None) -> web.Stre
     if kind == "forget_assets":
         request.app[STATE_KEY].assets.clear()
         return None
+    if kind == "echo_key":
+        key = request.headers.get("API-KEY", "")
+        return _error(rule.status, f"request from key {key} refused; key={key}")
     if kind == "latency":
         await asyncio.sleep(rule.delay_s)
         return None
@@ -364,6 +367,10 @@ async def download(request: web.Request) -> web.StreamResponse:
         return faulty
     if rule is not None and rule.kind == "bomb_image":
         return web.Response(body=_pixel_bomb(), content_type="image/png")
+    if rule is not None and rule.kind == "garbage":
+        return web.Response(
+            body=b"\x00not an image" * 100, content_type=CONTENT_TYPES[image.format]
+        )
     data = await _image_bytes(state, image)
     if rule is not None and rule.kind == "truncated":
         return await _truncated(request, image, data)

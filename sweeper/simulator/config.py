@@ -26,6 +26,8 @@ FAULT_KINDS = (
     "extra_results",  # features: a SUCCESS listing `extra` more images than asked for
     "missing_url",  # features: a SUCCESS whose temporaryUrl lacks the last image's URL
     "forget_assets",  # features: forget every upload first (as if they expired)
+    "garbage",  # storage: bytes of the promised length that are not an image
+    "echo_key",  # answer `status` with a message that repeats the API key it was sent
 )
 
 
