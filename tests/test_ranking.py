@@ -176,15 +176,15 @@ def test_a_pair_counts_for_an_axis_only_when_it_differs_in_that_axis_alone(run_d
 def test_the_bounds_are_reproducible_and_each_axis_has_its_own_stream(run_dir):
     vote_for_guidance_five(run_dir)
     frame = manifest(run_dir)
-    first = ranking_table(frame, list_votes(run_dir), resamples=200)
-    again = ranking_table(frame, list_votes(run_dir), resamples=200)
+    first = ranking_table(frame, list_votes(run_dir), resamples=100)
+    again = ranking_table(frame, list_votes(run_dir), resamples=100)
     pd.testing.assert_frame_equal(first, again)
-    other_seed = ranking_table(frame, list_votes(run_dir), resamples=200, seed=99)
+    other_seed = ranking_table(frame, list_votes(run_dir), resamples=100, seed=99)
     assert not np.allclose(first["strength_low"], other_seed["strength_low"])
 
     cell = files_by_cell(run_dir)
     record_preference(run_dir, cell[2, 5.0], cell[1, 5.0], rater="ana")
-    with_seed_vote = ranking_table(frame, list_votes(run_dir), resamples=200)
+    with_seed_vote = ranking_table(frame, list_votes(run_dir), resamples=100)
     guidance = with_seed_vote[with_seed_vote["axis"] == "guidance"].reset_index(drop=True)
     pd.testing.assert_frame_equal(guidance, first)
 
