@@ -210,7 +210,7 @@ def _insert(
     rater: str | None,
     at: datetime | None,
 ) -> int:
-    row = (_timestamp(at), _check_rater(rater), mode, file, other_file, choice)
+    row = (_timestamp(at), check_rater(rater), mode, file, other_file, choice)
     with _connect(run_dir) as db:
         db.executescript(SCHEMA)
         cursor = db.execute(
@@ -222,7 +222,8 @@ def _insert(
         return cursor.lastrowid
 
 
-def _check_rater(rater: str | None) -> str:
+def check_rater(rater: str | None) -> str:
+    """The rater's name as stored (the login name if None), or SpecError."""
     name = default_rater() if rater is None else rater.strip()
     if not name or len(name) > MAX_RATER_LENGTH or not name.isprintable():
         raise SpecError(
