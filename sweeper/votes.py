@@ -243,7 +243,6 @@ def _connect(run_dir: Path) -> Iterator[sqlite3.Connection]:
     path = _journal_path(run_dir)
     try:
         with closing(sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as db:
-            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             db.execute("PRAGMA synchronous = FULL")  # a vote outlives a power cut, not only a kill
             yield db
     except sqlite3.DatabaseError as error:
