@@ -400,3 +400,19 @@ def _call(url: str, token: str, body: dict[str, Any] | None = None) -> dict[str,
     request = urllib.request.Request(url, data=data, headers={"X-Review-Token": token, **JSON})
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.load(answer)
+
+
+# ---- start-up mistakes
+
+
+async def test_a_port_in_use_or_an_unknown_mode_is_refused_in_one_line(run_dir):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SpecError, match=rf"^--port {port}: cannot listen on 127\.0\.0\.1"):
+            async with run_review(ReviewSettings(run_dir, rater="ana"), port=port):
+                pass
+    with pytest.raises(SpecError, match=r"^--mode thumbs: choose pairs or stars$"):
+        async with run_review(ReviewSettings(run_dir, mode="thumbs", rater="ana")):  # type: ignore[arg-type]
+            pass
