@@ -460,3 +460,167 @@ def export(run_dir: Path, target: Path) -> None:
 
     rows = export_manifest(run_dir, target)
     click.echo(f"Wrote {rows} rows to {target}")
+
+
+rater_option = click.option(
+    "--rater", default=None, help="Your name in the votes table (default: your login name)."
+)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "--mode",
+    type=click.Choice(["pairs", "stars"]),
+    default="pairs",
+    show_default=True,
+    help="pairs: choose the better of two images that differ in one parameter; "
+    "stars: rate one image at a time.",
+)
+@click.option(
+    "--axis", help="Compare along this parameter only (default: each varied one in turn)."
+)
+@rater_option
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Port on 127.0.0.1 (default: any free port).",
+)
+@click.option("--no-browser", is_flag=True, help="Print the address but do not open a browser.")
+@click.option("--blind", is_flag=True, help="Stars mode: hide the parameters until you have voted.")
+@reports_errors
+def review(
+    run_dir: Path,
+    mode: str,
+    axis: str | None,
+    rater: str | None,
+    port: int,
+    no_browser: bool,
+    blind: bool,
+) -> None:
+    """Vote on a run's images in your browser; every vote goes to DIR/journal.sqlite at once.
+
+    Pairs mode shows two images that differ in exactly one parameter, sides at
+    random and parameters hidden until you vote: keys ← / → choose, ↓ tie,
+    space skip, z undo. Stars mode shows one image: keys 1-5, f favourite,
+    space skip, z undo. The server listens on 127.0.0.1 only, and the address
+    it prints carries a secret token that every request must present.
+
+    \b
+    Example:
+      sweeper review results/demo --mode pairs --axis guidance --rater ana
+    """
+    import asyncio
+    import contextlib
+
+    from sweeper.review import serve_review
+
+    def announce(url: str) -> None:
+        click.echo(f"Reviewing {run_dir} ({mode}); open {url}")
+        click.echo("Press Ctrl-C to stop. Every vote is already saved.", err=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_review(run_dir, mode, axis, rater, port, blind, not no_browser, announce=announce)
+        )
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.argument("file", metavar="FILE")
+@click.option("--stars", type=int, default=None, help="A rating from 1 to 5.")
+@click.option("--favourite", is_flag=True, help="Mark the image as a favourite.")
+@rater_option
+@reports_errors
+def rate(run_dir: Path, file: str, stars: int | None, favourite: bool, rater: str | None) -> None:
+    """Rate one image of DIR (FILE is its manifest `file` value or its path).
+
+    \b
+    Example:
+      sweeper rate results/demo images/683f0a8fd07d3e97_0.webp --stars 4 --rater ana
+    """
+    from sweeper.errors import SpecError
+    from sweeper.votes import record_favourite, record_stars
+
+    if (stars is None) == (not favourite):
+        raise SpecError("give either --stars N (1 to 5) or --favourite")
+    if stars is not None:
+        record_stars(run_dir, file, stars, rater)
+    else:
+        record_favourite(run_dir, file, rater)
+    _rewrite_manifest(run_dir)
+    click.echo(f"Recorded: {file} {'favourite' if favourite else f'{stars} stars'}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.argument("winner", metavar="WINNER_FILE")
+@click.argument("loser", metavar="LOSER_FILE")
+@click.option("--tie", is_flag=True, help="The two images are as good as each other.")
+@rater_option
+@reports_errors
+def prefer(run_dir: Path, winner: str, loser: str, tie: bool, rater: str | None) -> None:
+    """Record that WINNER_FILE is better than LOSER_FILE (or, with --tie, as good).
+
+    The vote counts for the ranking of the one parameter the two images differ
+    in; images that differ in several parameters count for none.
+
+    \b
+    Example:
+      sweeper prefer results/demo images/a_0.webp images/b_0.webp --rater ana
+    """
+    import sweeper
+    from sweeper.ranking import pair_axis
+    from sweeper.votes import record_preference
+
+    record_preference(run_dir, winner, loser, tie=tie, rater=rater)
+    axis = pair_axis(sweeper.open_run(run_dir).manifest(), winner, loser)
+    _rewrite_manifest(run_dir)
+    relation = "ties with" if tie else "beats"
+    counts = (
+        f"counts for the ranking of {axis}"
+        if axis
+        else "differs in several parameters, so it counts for no ranking"
+    )
+    click.echo(f"Recorded: {winner} {relation} {loser}; the vote {counts}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@rater_option
+@click.option("--undo", is_flag=True, help="Take back the latest vote (of --rater, if given).")
+@reports_errors
+def votes(run_dir: Path, rater: str | None, undo: bool) -> None:
+    """List the votes cast on DIR's images, or take back the latest one.
+
+    \b
+    Example:
+      sweeper votes results/demo --rater ana --undo
+    """
+    from sweeper.votes import list_votes, undo_last
+
+    if undo:
+        removed = undo_last(run_dir, rater)
+        if removed is None:
+            click.echo("no vote to undo")
+            return
+        _rewrite_manifest(run_dir)
+        click.echo(
+            f"Took back vote {removed.id}: {removed.mode} {removed.choice} on {removed.file}"
+        )
+        return
+    frame = list_votes(run_dir, rater)
+    if frame.empty:
+        click.echo("no votes yet")
+        return
+    click.echo(frame.to_string(index=False))
+
+
+def _rewrite_manifest(run_dir: Path) -> None:
+    """The manifest carries the vote columns: bring it up to date with the journal."""
+    from sweeper.journal import Journal
+    from sweeper.manifest import write_manifest
+
+    with Journal.open_existing(run_dir) as journal:
+        write_manifest(journal, run_dir)

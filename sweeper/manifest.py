@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 TEXT, INT, NULLABLE_INT, FLOAT, BOOL, TIME = "text", "int", "nullable int", "float", "bool", "time"
+NULLABLE_BOOL = "nullable bool"
 _PARAMETER_KINDS = {int: INT, float: FLOAT, bool: BOOL, str: TEXT}
 
 COLUMN_KINDS: dict[str, str] = {
@@ -61,8 +62,20 @@ COLUMN_KINDS: dict[str, str] = {
     "link_expires_at": TIME,
     "request_json": TEXT,
 }
-"""Every manifest column, in order, with its kind."""
+"""Every manifest column the journal's query gives, in order, with its kind."""
 
+VOTE_KINDS: dict[str, str] = {
+    "stars_mean": FLOAT,
+    "stars_n": NULLABLE_INT,
+    "favourite": NULLABLE_BOOL,
+    "pref_wins": NULLABLE_INT,
+    "pref_losses": NULLABLE_INT,
+    "pref_ties": NULLABLE_INT,
+}
+"""People's votes on each image (see sweeper.votes): empty where there are none."""
+
+QUERY_COLUMNS = list(COLUMN_KINDS)
+COLUMN_KINDS |= VOTE_KINDS
 COLUMNS = list(COLUMN_KINDS)
 TEXT_COLUMNS = tuple(name for name, kind in COLUMN_KINDS.items() if kind == TEXT)
 
@@ -100,10 +113,30 @@ def manifest_frame(journal: Journal) -> pd.DataFrame:
 
     schema = arrow_schema()
     text_schema = csv_schema(schema)
+    votes = vote_values(journal)
     batches = [
-        _typed_batch(rows, order, schema, text_schema)[0] for order, rows in _row_batches(journal)
+        _typed_batch(rows, order, schema, text_schema, votes)[0]
+        for order, rows in _row_batches(journal)
     ]
     return pa.Table.from_batches(batches, schema=schema).to_pandas()
+
+
+def vote_values(journal: Journal) -> dict[str, tuple]:
+    """Each voted-on image's vote columns, in VOTE_KINDS order (None where empty)."""
+    import pandas as pd
+
+    from sweeper.ranking import manifest_vote_columns
+    from sweeper.votes import list_votes
+
+    votes = list_votes(journal.path.parent)
+    if votes.empty:
+        return {}
+    files = pd.concat([votes["file"], votes["other_file"].dropna()]).astype(object)
+    columns = manifest_vote_columns(pd.DataFrame({"file": files.drop_duplicates()}), votes)
+    return {
+        row["file"]: tuple(None if pd.isna(row[name]) else row[name] for name in VOTE_KINDS)
+        for row in columns.to_dict("records")
+    }
 
 
 def _utc_micros(seconds: pd.Series) -> pd.Series:
@@ -144,8 +177,9 @@ def write_streaming(journal: Journal, targets: list[Path]) -> int:
                 else:
                     parquet_writers.append(writers.enter_context(pq.ParquetWriter(partial, schema)))
             group: list[pa.RecordBatch] = []  # typed rows waiting for their Parquet row group
+            votes = vote_values(journal)
             for order, batch in _row_batches(journal):
-                typed, text = _typed_batch(batch, order, schema, text_schema)
+                typed, text = _typed_batch(batch, order, schema, text_schema, votes)
                 for csv_writer in csv_writers:
                     csv_writer.write_batch(text)
                 group.append(typed)
@@ -184,7 +218,7 @@ def _row_batches(journal: Journal) -> Iterator[tuple[list[int], list[tuple]]]:
             with closing(journal.reader()) as db:
                 cursor = db.execute(QUERY)
                 names = [column[0] for column in cursor.description]
-                order = [names.index(name) for name in COLUMNS]
+                order = [names.index(name) for name in QUERY_COLUMNS]
                 while not done.is_set() and (batch := cursor.fetchmany(BATCH_ROWS)):
                     batches.put((order, batch))
         except BaseException as error:
@@ -208,9 +242,14 @@ def _row_batches(journal: Journal) -> Iterator[tuple[list[int], list[tuple]]]:
 
 
 def _typed_batch(
-    rows: list[tuple], order: list[int], schema: pa.Schema, text_schema: pa.Schema
+    rows: list[tuple],
+    order: list[int],
+    schema: pa.Schema,
+    text_schema: pa.Schema,
+    votes: dict[str, tuple],
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """Query rows (their columns in `order` give COLUMNS), typed, and as the CSV shows them.
+    """Query rows (their columns in `order` give QUERY_COLUMNS) and their files' vote
+    columns from `votes`, typed, and as the CSV shows them.
 
     The CSV keeps pandas' spelling of the same values: True/False, Python's float
     repr (1.0, not 1), and ISO timestamps with microseconds and a Z.
@@ -220,14 +259,23 @@ def _typed_batch(
     import pyarrow.compute as pc
 
     by_query = list(zip(*rows, strict=True))
+    files = by_query[order[QUERY_COLUMNS.index("file")]]
+    no_votes = (None,) * len(VOTE_KINDS)
+    by_vote = list(zip(*(votes.get(file, no_votes) for file in files), strict=True))
     typed, text = [], []
     for position, (name, kind) in enumerate(COLUMN_KINDS.items()):
-        values = by_query[order[position]]
+        if position < len(QUERY_COLUMNS):
+            values = by_query[order[position]]
+        else:
+            values = by_vote[position - len(QUERY_COLUMNS)]
         if kind == TIME:  # seconds since the epoch
             array = pa.array(_utc_micros(pd.Series(values, dtype="float64")))
             shown = pc.strftime(array, format=CSV_TIME_FORMAT)
         elif kind == BOOL:  # SQLite keeps 0/1
             array = pa.array([bool(value) for value in values], pa.bool_())
+            shown = pc.if_else(array, "True", "False")
+        elif kind == NULLABLE_BOOL:
+            array = pa.array(values, pa.bool_())
             shown = pc.if_else(array, "True", "False")
         elif kind == FLOAT:
             array = pa.array(values, pa.float64())
@@ -262,6 +310,7 @@ def arrow_schema() -> pa.Schema:
         NULLABLE_INT: (pa.int64(), "Int64"),
         FLOAT: (pa.float64(), "float64"),
         BOOL: (pa.bool_(), "bool"),
+        NULLABLE_BOOL: (pa.bool_(), "boolean"),
         TIME: (pa.timestamp("us", tz="UTC"), "datetime64[us, UTC]"),
     }
     empty = pd.DataFrame(

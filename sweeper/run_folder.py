@@ -218,6 +218,12 @@ class RunFolder:
         with Journal.open_existing(self.path) as journal:
             return run_status(journal, self.path, live=is_live(self.path), verify=verify)
 
+    def votes(self, rater: str | None = None) -> pd.DataFrame:
+        """Every vote cast on this run's images (one rater's if given), in the order cast."""
+        from sweeper.votes import list_votes
+
+        return list_votes(self.path, rater)
+
     def images(self) -> list[Path]:
         """The path of every downloaded image, in manifest order."""
         frame = self.manifest()
