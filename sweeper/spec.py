@@ -574,7 +574,6 @@ class _Checker:
         if isinstance(checked, ImageProblem):
             problem = str(checked)
             if problem in ("no such file", "is a directory"):
-                problem = "is a directory" if problem == "is a directory" else problem
                 raise _Invalid(
                     where,
                     f"{problem} (got {_shown(value)}, looked at {shown_path(local)}); paths are "

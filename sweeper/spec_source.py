@@ -35,6 +35,7 @@ LENIENT_REPARSE_BYTES = 16 * 1024
 """A spec libyaml refuses is re-read with PyYAML's parser when at most this big."""
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
+NESTED_TOO_DEEP = f"the YAML nests deeper than {MAX_YAML_DEPTH} levels; a spec is a few levels deep"
 PLAIN_TAGS = {"map": "tag:yaml.org,2002:map", "seq": "tag:yaml.org,2002:seq"}
 MISSING_SPACE = re.compile(r"^\s*(?:-\s+)?([\w.-]+):([^\s:/].*)$")
 CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -163,6 +164,8 @@ def parse_spec_yaml(path: Path, text: str) -> Document:
             ) from None
         except yaml.MarkedYAMLError as error:
             first_error = first_error or SpecError(_describe_yaml_error(path, text, error))
+            if "nesting depth" in str(error.problem):
+                break  # the pure-Python parser takes quadratic time on deep nesting
         except yaml.YAMLError as error:  # a ReaderError: a character YAML forbids
             first_error = first_error or SpecError(_describe_reader_error(path, text, error))
     assert first_error is not None
@@ -275,7 +278,7 @@ class _Builder:
         if len(self.stack) >= MAX_YAML_DEPTH:
             raise _Refused(
                 event.start_mark,
-                f"the YAML nests deeper than {MAX_YAML_DEPTH} levels; a spec is a few levels deep",
+                NESTED_TOO_DEEP,
             )
         self.count(1, event.start_mark)
         self.stack.append(
@@ -375,6 +378,8 @@ def _describe_yaml_error(path: Path, text: str, error: Any) -> str:
     line = mark.line + 1 if mark else None
     column = mark.column + 1 if mark else None
     hint = _yaml_hint(text, error)
+    if "nesting depth" in problem:
+        return at(path, line, column, NESTED_TOO_DEEP)
     if "expected a single document" in str(error.context or ""):
         problem = "a spec is one YAML document; remove the second `---` and what follows"
         return at(path, line, column, problem)
