@@ -286,7 +286,12 @@ def _describe_pydantic(problem: Any, document: Document) -> str:
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    return {(): SpecFile, ("run",): RunSettings, ("sample",): SampleSettings}.get(tuple(loc))
+    models: dict[tuple[Any, ...], type[BaseModel]] = {
+        (): SpecFile,
+        ("run",): RunSettings,
+        ("sample",): SampleSettings,
+    }
+    return models.get(tuple(loc))
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
@@ -405,15 +410,16 @@ class _Checker:
             self.broken.update(names)
             return (), ()
         rows = tuple(zip(*columns, strict=True))
-        first_seen: dict[tuple, int] = {}
+        first_seen: dict[tuple[Any, ...], int] = {}
         for number, row in enumerate(rows):
-            key = tuple(v.identity if isinstance(v, ImageRef) else v for v in row)
-            if key in first_seen:
+            identity = tuple(v.identity if isinstance(v, ImageRef) else v for v in row)
+            if identity in first_seen:
                 self.problems.add(
                     ("zip",),
-                    f"row {number} repeats row {first_seen[key]} (got {_shown(row)}); list it once",
+                    f"row {number} repeats row {first_seen[identity]} (got {_shown(row)}); "
+                    "list it once",
                 )
-            first_seen.setdefault(key, number)
+            first_seen.setdefault(identity, number)
         return tuple(names), rows
 
     def exclude_entries(
@@ -568,18 +574,18 @@ class _Checker:
                 self.images[local] = check_input_image(
                     local, max_pixels=self.limits.max_input_pixels
                 )
-            except ImageProblem as problem:
-                self.images[local] = problem
+            except ImageProblem as refused:
+                self.images[local] = refused
         checked = self.images[local]
         if isinstance(checked, ImageProblem):
-            problem = str(checked)
-            if problem in ("no such file", "is a directory"):
+            reason = str(checked)
+            if reason in ("no such file", "is a directory"):
                 raise _Invalid(
                     where,
-                    f"{problem} (got {_shown(value)}, looked at {shown_path(local)}); paths are "
+                    f"{reason} (got {_shown(value)}, looked at {shown_path(local)}); paths are "
                     "relative to the spec's folder, or use asset:PATH for an uploaded asset",
                 )
-            raise _Invalid(where, f"{_shown(value)} {problem}")
+            raise _Invalid(where, f"{_shown(value)} {reason}")
         return ImageRef(given=value, local_path=local, sha256=checked.sha256)
 
     # -- axes -------------------------------------------------------------------

@@ -150,7 +150,7 @@ def parse_spec_yaml(path: Path, text: str) -> Document:
     """The YAML document in `text` as plain data with places; a SpecError on any YAML problem."""
     import yaml
 
-    loaders = [yaml.CSafeLoader] if yaml.__with_libyaml__ else []
+    loaders: list[type[Any]] = [yaml.CSafeLoader] if yaml.__with_libyaml__ else []
     if not loaders or len(text) <= LENIENT_REPARSE_BYTES:
         loaders.append(yaml.SafeLoader)
     first_error: SpecError | None = None
@@ -159,9 +159,8 @@ def parse_spec_yaml(path: Path, text: str) -> Document:
             return _Builder(path, loader_class(text)).document()
         except yaml.constructor.ConstructorError as error:
             mark = error.problem_mark
-            raise SpecError(
-                at(path, mark.line + 1, mark.column + 1, _constructor_problem(error))
-            ) from None
+            line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
+            raise SpecError(at(path, line, column, _constructor_problem(error))) from None
         except yaml.MarkedYAMLError as error:
             first_error = first_error or SpecError(_describe_yaml_error(path, text, error))
             if "nesting depth" in str(error.problem):
