@@ -47,7 +47,7 @@ def check_input_image(
 ) -> CheckedImage:
     """Read `path` once, hash it and decode it fully; an ImageProblem says what is wrong."""
     data, before = _read_stable(path)
-    width, height, kind = _decode(data, max_pixels)
+    width, height, kind = decode_image(data, max_pixels)
     return CheckedImage(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -129,7 +129,9 @@ def _too_big(size: int) -> str:
     return f"is {size / 2**20:.1f} MB; the API accepts images up to {MAX_UPLOAD_BYTES // 2**20} MB"
 
 
-def _decode(data: bytes, max_pixels: int) -> tuple[int, int, str]:
+def decode_image(data: bytes, max_pixels: int) -> tuple[int, int, str]:
+    """Width, height and Pillow format of `data`, fully decoded; an ImageProblem if it is
+    not a whole image, or has more than `max_pixels` (judged from the header)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
