@@ -23,6 +23,7 @@ the code run.json records. `is_environment_error` tells the machine's failures
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,9 +38,18 @@ class SweeperError(Exception):
 
 
 class SpecError(SweeperError):
-    """The spec file or a command-line value is wrong; nothing was sent."""
+    """The spec file or a command-line value is wrong; nothing was sent.
+
+    `problems` lists every problem found, one self-contained line each
+    (`<file>: line L, column C: <field>: <what is wrong>`); `str(error)` is that line
+    when there is one, else a count followed by the problems, one per line.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) or [message]
 
 
 class AbortError(SweeperError):

@@ -3,22 +3,29 @@
 Axis order: the grid axes as written, then the zip group as one axis; the last
 varies fastest. `exclude` drops every combination matching all keys of an entry;
 `sample` then keeps a reproducible random subset (random.Random(seed)), in order.
-A sweep of any size is counted without enumerating it, and expansion is a
-generator, so a million-job grid never sits in memory.
+A sweep of any size is counted without enumerating it (exclusions included, see
+`sweeper.exclusion`), and expansion is a generator, so a million-job grid never sits
+in memory; a sample's jobs are located by their numbers, never by walking the grid.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 from sweeper.contract import IMAGE
 from sweeper.errors import SpecError
+from sweeper.exclusion import Exclusions, TooIntricate, decode_position, every_position
 from sweeper.job import Job, make_job
+from sweeper.limits import EXCLUDE_COUNT_BUDGET
+from sweeper.ranges import RangeAxis
 from sweeper.spec import SweepSpec
+
+EXCLUDE_EXPAND_BUDGET = 10 * EXCLUDE_COUNT_BUDGET
+"""Steps locating sampled jobs among exclusions may take, on top of the count's."""
 
 
 def _dimensions(spec: SweepSpec) -> list[int]:
@@ -34,52 +41,67 @@ def _values_at(spec: SweepSpec, dim: int, position: int) -> dict[str, Any]:
     return dict(zip(spec.zip_names, spec.zip_rows[position], strict=True))
 
 
-MAX_EXCLUDE_ENTRIES = 24
+def _exclusions(spec: SweepSpec) -> Exclusions:
+    """The grid's dimensions and the exclude entries as rules over their indices."""
+    sizes = _dimensions(spec)
+    if not spec.exclude:
+        return Exclusions(sizes, ())
+    lookups = [_value_index(axis) for _, axis in spec.axes]
+    axis_dims = {name: dim for dim, (name, _) in enumerate(spec.axes)}
+    rows_with = _zip_rows_by_value(spec)
+    rules = []
+    for entry in spec.exclude:
+        rule: list[frozenset[int] | None] = [None] * len(sizes)
+        zipped: frozenset[int] | None = None
+        for name, value in entry.items():
+            if name in axis_dims:
+                index = lookups[axis_dims[name]](value)
+                rule[axis_dims[name]] = frozenset() if index is None else frozenset({index})
+            else:
+                rows = rows_with.get((name, value), frozenset())
+                zipped = rows if zipped is None else zipped & rows
+        if zipped is not None:
+            rule[-1] = zipped
+        rules.append(tuple(rule))
+    return Exclusions(sizes, rules)
 
 
-def _matching(spec: SweepSpec, constraints: dict[str, Any]) -> int:
-    """How many grid × zip combinations have every constrained parameter at its value."""
-    total = 1
-    for name, axis in spec.axes:
-        total *= (1 if constraints[name] in axis else 0) if name in constraints else len(axis)
-    if spec.zip_rows:
-        columns = {name: i for i, name in enumerate(spec.zip_names)}
-        zipped = {k: v for k, v in constraints.items() if k in columns}
-        total *= sum(all(row[columns[k]] == v for k, v in zipped.items()) for row in spec.zip_rows)
-    return total
+def _value_index(axis: Any) -> Any:
+    """A function from a value to its index in `axis`, or None; a range computes it."""
+    if isinstance(axis, RangeAxis):
+        return axis.position
+    indices = {value: index for index, value in enumerate(axis)}
+    return indices.get
 
 
-def _excluded_count(spec: SweepSpec) -> int:
-    """Combinations matching at least one exclude entry, by inclusion-exclusion.
+def _zip_rows_by_value(spec: SweepSpec) -> dict[tuple[str, Any], frozenset[int]]:
+    rows: dict[tuple[str, Any], set[int]] = {}
+    for number, row in enumerate(spec.zip_rows):
+        for name, value in zip(spec.zip_names, row, strict=True):
+            rows.setdefault((name, value), set()).add(number)
+    return {key: frozenset(numbers) for key, numbers in rows.items()}
 
-    Entries whose constraints conflict match nothing together, so those branches
-    (and all their supersets) are pruned.
-    """
-    entries = spec.exclude
-    if len(entries) > MAX_EXCLUDE_ENTRIES:
-        raise SpecError(
-            f"{spec.source_path}: exclude: more than {MAX_EXCLUDE_ENTRIES} entries; "
-            "narrow the grid instead"
-        )
 
-    def extend(start: int, merged: dict[str, Any], size: int) -> int:
-        total = 0
-        for i in range(start, len(entries)):
-            entry = entries[i]
-            if any(k in merged and merged[k] != v for k, v in entry.items()):
-                continue
-            combined = merged | entry
-            matches = _matching(spec, combined)
-            if matches:
-                total += (-1) ** size * matches + extend(i + 1, combined, size + 1)
-        return total
+def _counted_exclusions(spec: SweepSpec) -> tuple[Exclusions, int]:
+    """The exclusions and the number of combinations they keep, or a SpecError if too intricate."""
+    exclusions = _exclusions(spec)
+    try:
+        kept = exclusions.kept()
+    except TooIntricate:
+        raise SpecError(_too_intricate(spec)) from None
+    return exclusions, kept
 
-    return extend(0, {}, 0)
+
+def _too_intricate(spec: SweepSpec) -> str:
+    return (
+        f"{spec.source_path}: exclude: these {len(spec.exclude):,} entries pin too many "
+        "parameters to too many different values to count quickly; exclude whole values "
+        "of one parameter at a time, or narrow the grid instead"
+    )
 
 
 def _kept_count(spec: SweepSpec) -> int:
-    total = math.prod(_dimensions(spec))
-    return total - _excluded_count(spec) if spec.exclude else total
+    return _counted_exclusions(spec)[1] if spec.exclude else math.prod(_dimensions(spec))
 
 
 def count_jobs(spec: SweepSpec) -> int:
@@ -102,34 +124,44 @@ def check_job_count(spec: SweepSpec, max_jobs: int) -> int:
     return total
 
 
-def _kept_positions(spec: SweepSpec) -> Iterator[tuple[int, ...]]:
-    for position in itertools.product(*(range(size) for size in _dimensions(spec))):
-        if spec.exclude and _is_excluded(spec, position):
-            continue
-        yield position
-
-
-def _is_excluded(spec: SweepSpec, position: tuple[int, ...]) -> bool:
-    values: dict[str, Any] = {}
-    for dim, index in enumerate(position):
-        values |= _values_at(spec, dim, index)
-    return any(all(values[k] == v for k, v in entry.items()) for entry in spec.exclude)
-
-
 def _selected_positions(spec: SweepSpec) -> Iterator[tuple[int, ...]]:
-    positions = _kept_positions(spec)
-    if spec.sample is None or spec.sample.n >= (kept := _kept_count(spec)):
-        yield from positions
-        return
-    chosen = sorted(random.Random(spec.sample.seed).sample(range(kept), spec.sample.n))
-    wanted = iter(chosen)
-    next_wanted = next(wanted)
-    for number, position in enumerate(positions):
-        if number == next_wanted:
-            yield position
-            next_wanted = next(wanted, -1)
-            if next_wanted < 0:
-                return
+    """The positions of the jobs, in grid order; a sample is found without walking the grid."""
+    sizes = _dimensions(spec)
+    exclusions, kept = _counted_exclusions(spec) if spec.exclude else (None, math.prod(sizes))
+    if exclusions is not None:
+        exclusions.budget = exclusions.steps + EXCLUDE_EXPAND_BUDGET
+    try:
+        if spec.sample is None or spec.sample.n >= kept:
+            yield from exclusions.positions() if exclusions else every_position(sizes)
+            return
+        for number in _drawn_numbers(kept, spec.sample.n, spec.sample.seed):
+            yield exclusions.position(number) if exclusions else decode_position(sizes, number)
+    except TooIntricate:
+        raise SpecError(_too_intricate(spec)) from None
+
+
+def _drawn_numbers(kept: int, n: int, seed: int) -> list[int]:
+    """Which of the `kept` combinations (by number, in grid order) the sample keeps, sorted.
+
+    The same draws as ever, so job sets never change: `random.sample` on a range,
+    which materialises nothing when n is small next to the range (and n is capped by
+    `MAX_SAMPLE_N`). A range too long for `len()` takes the same draws `sample` makes
+    for a large population: one `randrange` per pick, drawing again on a repeat.
+    """
+    rng = random.Random(seed)
+    if kept <= sys.maxsize:
+        chosen = rng.sample(range(kept), n)
+    else:
+        seen: set[int] = set()
+        chosen = []
+        for _ in range(n):
+            number = rng.randrange(kept)
+            while number in seen:
+                number = rng.randrange(kept)
+            seen.add(number)
+            chosen.append(number)
+    chosen.sort()
+    return chosen
 
 
 def iter_params(spec: SweepSpec) -> Iterator[dict[str, Any]]:
