@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -25,7 +25,8 @@ from sweeper.errors import AbortError, InterruptedRun, SweeperError, is_environm
 
 INTERNAL_ERROR_EXIT = 4
 CRASH_LOG = "crash.log"
-SPEC_ARG = click.Path(dir_okay=False, path_type=Path)
+# The spec loader says in one line what is wrong with a folder, a FIFO or a missing file.
+SPEC_ARG = click.Path(path_type=Path)
 RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
 max_jobs_option = click.option(
     "--max-jobs",
@@ -40,6 +41,14 @@ offline_option = click.option(
     is_flag=True,
     help="Send to the built-in simulator on loopback instead of the API; needs no API key.",
 )
+
+
+def _finite(value: float | None) -> float | None:
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a finite number")
+    return value
 
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -211,6 +220,7 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
     "--rpm",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
+    callback=lambda _ctx, _param, value: _finite(value),
     help="Requests per minute at most (overrides run.requests_per_minute).",
 )
 @click.option(
@@ -515,14 +525,18 @@ def review(
     import contextlib
 
     from sweeper.review import serve_review
+    from sweeper.votes import Mode
 
     def announce(url: str) -> None:
         click.echo(f"Reviewing {run_dir} ({mode}); open {url}")
         click.echo("Press Ctrl-C to stop. Every vote is already saved.", err=True)
 
+    chosen = cast("Mode", mode)  # click.Choice allows nothing else
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
-            serve_review(run_dir, mode, axis, rater, port, blind, not no_browser, announce=announce)
+            serve_review(
+                run_dir, chosen, axis, rater, port, blind, not no_browser, announce=announce
+            )
         )
 
 

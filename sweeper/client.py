@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from sweeper.contract import ASSETS_PATH, FEATURES_PATH, MAX_UPLOAD_BYTES, check_api_key
+from sweeper.contract import ASSETS_PATH, FEATURES_PATH, check_api_key
 from sweeper.errors import (
     ApiRedirected,
     AuthError,
@@ -44,6 +44,7 @@ from sweeper.errors import (
     TransientError,
     Unanswered,
 )
+from sweeper.image_check import ImageProblem, load_input_image
 from sweeper.job import RemoteOutput
 from sweeper.retry import parse_retry_after
 
@@ -119,9 +120,13 @@ class ApiClient:
     def api_base(self) -> str:
         return self._base
 
-    async def upload_asset(self, path: Path) -> str:
-        """Upload a local image once and return its asset path for `imageUrl`."""
-        data = await asyncio.to_thread(_read_upload, path)
+    async def upload_asset(self, path: Path, sha256: str | None = None) -> str:
+        """Upload a local image once and return its asset path for `imageUrl`.
+
+        Given the `sha256` the jobs were planned with, a file that changed since is
+        refused: the jobs' ids (and their images' meaning) name the old content.
+        """
+        data = await asyncio.to_thread(_read_upload, path, sha256)
         form = aiohttp.FormData()
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         form.add_field("asset", data, filename=path.name, content_type=content_type)
@@ -190,13 +195,17 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int, *, partial_ok
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
-def _read_upload(path: Path) -> bytes:
+def _read_upload(path: Path, sha256: str | None) -> bytes:
+    """The file's bytes, read once, checked whole and unchanged."""
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read input image ({error.strerror})") from None
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise SpecError(f"{path}: input image is {len(data)} bytes; the API accepts up to 50 MB")
+        checked, data = load_input_image(path)
+    except ImageProblem as problem:
+        raise SpecError(f"{path}: {problem}") from None
+    if sha256 is not None and checked.sha256 != sha256:
+        raise SpecError(
+            f"{path}: changed since the run started (its sha256 is not the one its jobs "
+            "were planned with); run the same command again to plan with the new file"
+        )
     return data
 
 

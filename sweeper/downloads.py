@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from PIL import Image, UnidentifiedImageError
 
 from sweeper.atomic import replacing
 from sweeper.client import NETWORK_ERRORS, describe_network_error
 from sweeper.contract import EXTENSIONS, PIL_FORMATS
 from sweeper.errors import AbortError, JobError, TransientError
+from sweeper.image_check import ImageProblem, decode_image
 from sweeper.run_folder import IMAGES_DIR, TMP_DIR
 
 CHUNK_BYTES = 256 * 1024
@@ -220,25 +219,9 @@ async def _download_failure(response: aiohttp.ClientResponse) -> Exception:
 def check_image(data: bytes, fmt: str, max_pixels: int) -> tuple[int, int]:
     """Decode all of `data`; return its size, or raise if it is not a `fmt` image."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise BadDownload(
-                    f"the image is {width}x{height} pixels, over the cap of {max_pixels:,} "
-                    "(run.max_image_megapixels)"
-                )
-            actual = image.format
-            image.load()
-    except BadDownload:
-        raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as error:
-        raise BadDownload(f"the downloaded bytes are not a valid image ({error})") from None
+        width, height, actual = decode_image(data, max_pixels)
+    except ImageProblem as problem:
+        raise BadDownload(f"the downloaded image {problem}") from None
     if actual != PIL_FORMATS[fmt]:
         raise BadDownload(f"the downloaded image is {actual}, but {fmt} was requested")
     return width, height

@@ -46,9 +46,16 @@ def check_input_image(
     path: Path, *, max_pixels: int = DEFAULT_LIMITS.max_input_pixels
 ) -> CheckedImage:
     """Read `path` once, hash it and decode it fully; an ImageProblem says what is wrong."""
+    return load_input_image(path, max_pixels=max_pixels)[0]
+
+
+def load_input_image(
+    path: Path, *, max_pixels: int = DEFAULT_LIMITS.max_input_pixels
+) -> tuple[CheckedImage, bytes]:
+    """`check_input_image`, and the very bytes it checked (what an upload sends)."""
     data, before = _read_stable(path)
     width, height, kind = decode_image(data, max_pixels)
-    return CheckedImage(
+    checked = CheckedImage(
         path=path,
         sha256=hashlib.sha256(data).hexdigest(),
         size=before.st_size,
@@ -56,6 +63,7 @@ def check_input_image(
         height=height,
         format=kind,
     )
+    return checked, data
 
 
 def _read_stable(path: Path) -> tuple[bytes, os.stat_result]:

@@ -61,7 +61,7 @@ class AssetUploader:
         assert local_path is not None and sha256 is not None
         try:
             path = await self._attempts.call(
-                lambda _attempt: self._client.upload_asset(local_path), paced=False
+                lambda _attempt: self._client.upload_asset(local_path, sha256), paced=False
             )
         except GaveUp as error:
             raise UploadFailed(

@@ -16,7 +16,10 @@ from sweeper.progress import RunCounts
 from sweeper.run_result import RunResult
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ["plan", "run", "status", "report", "reproduce", "export", "serve"]
+COMMANDS = [
+    "plan", "run", "status", "report", "reproduce", "export", "serve", "repair", "review",
+    "rate", "prefer", "votes",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -39,6 +42,9 @@ def test_the_top_level_help_lists_every_command():
         ["plan"],
         ["plan", "sweeps/demo.yaml", "--limt", "3"],
         ["run", "sweeps/demo.yaml", "--concurrency", "0"],
+        ["run", "sweeps/demo.yaml", "--offline", "--rpm", "nan"],
+        ["run", "sweeps/demo.yaml", "--offline", "--rpm", "inf"],
+        ["run", "sweeps/demo.yaml", "--offline", "--rpm", "-5"],
         ["frobnicate"],
     ],
 )
@@ -46,6 +52,13 @@ def test_usage_mistakes_exit_2_without_a_traceback(argv):
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 2
     assert isinstance(result.exception, SystemExit) and "Error:" in result.output
+
+
+def test_a_folder_given_as_the_spec_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["plan", str(tmp_path)])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "is a directory" in line
 
 
 def test_python_dash_m_runs_the_same_cli():

@@ -147,7 +147,7 @@ async def test_a_download_that_is_always_garbage_loses_the_job_with_its_reason(t
         result = await run_sweep(spec, tmp_path / "run", sim.base_url, concurrency=1)
     assert result.lost == 1
     [row] = manifest(tmp_path / "run").query("status == 'lost'").to_dict("records")
-    assert "not a valid image" in row["error"]
+    assert "is not an image file" in row["error"]
     assert not list((tmp_path / "run" / "images").glob("*_0.png"))[1:]
 
 

@@ -14,7 +14,7 @@ import random
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pandas as pd
 
@@ -110,7 +110,8 @@ class ReviewSession:
         if body.get("favourite") is True:
             vote_id = votes.record_favourite(self.run_dir, file, rater=self.rater)
         else:
-            vote_id = votes.record_stars(self.run_dir, file, body.get("stars"), rater=self.rater)
+            stars = cast(int, body.get("stars"))  # record_stars refuses anything but 1-5
+            vote_id = votes.record_stars(self.run_dir, file, stars, rater=self.rater)
         return {"vote": vote_id, "reveal": {"parameters": self._parameters[file]}}
 
     def skip(self, body: dict[str, Any]) -> dict[str, Any]:
