@@ -36,6 +36,7 @@ from sweeper.run_folder import (
     base_record,
     claim_run_dir,
     freeze_spec,
+    require_writable,
     utc_now,
     write_run_record,
 )
@@ -198,6 +199,7 @@ async def _execute(
     from sweeper.repair import results_without_journal
     from sweeper.retry import Attempts, RetryPolicy
 
+    require_writable(run_dir, "give a writable folder with --out")
     problem = results_without_journal(run_dir)
     if problem is not None:
         raise SpecError(problem)

@@ -181,22 +181,18 @@ class Journal:
     @classmethod
     def _open_read_only(cls, path: Path) -> Journal:
         """Read a journal in a folder we may not write (where SQLite cannot make its -shm)."""
-        uri = path.resolve().as_uri()
-        for suffix in ("?mode=ro", "?immutable=1"):
-            try:
-                connection = sqlite3.connect(uri + suffix, uri=True, check_same_thread=False)
-                connection.execute("SELECT count(*) FROM jobs").fetchone()
-            except sqlite3.DatabaseError:
-                continue
-            journal = cls(connection, path)
-            found = journal.get_meta("schema_version", 1)
-            if int(found) != SCHEMA_VERSION:
-                raise SpecError(
-                    f"{path}: journal schema {found}, and the folder is read-only so it "
-                    "cannot be brought up to date; copy the folder somewhere writable"
-                )
-            return journal
-        raise SpecError(f"{path}: cannot read this journal (the folder is read-only)")
+        try:
+            connection = connect_read_only(path, check_same_thread=False)
+        except sqlite3.DatabaseError as error:
+            raise SpecError(f"{path}: cannot read this journal ({error})") from None
+        journal = cls(connection, path)
+        found = journal.get_meta("schema_version", 1)
+        if int(found) != SCHEMA_VERSION:
+            raise SpecError(
+                f"{path}: journal schema {found}, and the folder is read-only so it "
+                "cannot be brought up to date; copy the folder somewhere writable"
+            )
+        return journal
 
     def _migrate(self) -> None:
         found = self.get_meta("schema_version")
@@ -596,11 +592,7 @@ class Journal:
     def reader(self) -> sqlite3.Connection:
         """A second, read-only connection to the same journal (for a reader thread)."""
         self.flush()
-        uri = self.path.resolve().as_uri()
-        try:
-            return sqlite3.connect(f"{uri}?mode=ro", uri=True)
-        except sqlite3.OperationalError:
-            return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+        return connect_read_only(self.path)
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         """Read-only access for the manifest, status and repair views."""
@@ -611,10 +603,25 @@ def _insert(table: str, columns: Sequence[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
 
 
+def connect_read_only(path: Path, **options: Any) -> sqlite3.Connection:
+    """A connection that never writes the journal, even in a folder we may not write.
+
+    SQLite in WAL mode wants to create its -shm file to read; where the folder is
+    read-only it cannot, and `immutable=1` (nothing else writes it then) is the way in.
+    """
+    uri = path.resolve().as_uri()
+    try:
+        connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, **options)
+        connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+        return connection
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, **options)
+
+
 def has_jobs(path: Path) -> bool:
     """Whether the journal at `path` records any job (read-only; an unreadable one has none)."""
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with closing(connect_read_only(path)) as db:
             return db.execute("SELECT 1 FROM jobs LIMIT 1").fetchone() is not None
     except sqlite3.DatabaseError:
         return False

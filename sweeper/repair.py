@@ -18,7 +18,7 @@ from sweeper.contract import IMAGE, PARAMS
 from sweeper.errors import SpecError
 from sweeper.integrity import file_sha256
 from sweeper.journal import Journal, has_jobs
-from sweeper.run_folder import IMAGES_DIR, JOURNAL_FILE, MANIFEST_PARQUET
+from sweeper.run_folder import IMAGES_DIR, JOURNAL_FILE, MANIFEST_PARQUET, require_writable
 
 JOB_COLUMNS = (
     "job_id", "idx", "model", "image_given", "image_sha256", "asset_path", *PARAMS,
@@ -74,6 +74,7 @@ def repair_journal(run_dir: Path) -> RepairResult:
     import pandas as pd
 
     journal_path = run_dir / JOURNAL_FILE
+    require_writable(run_dir, "copy it somewhere writable, then repair the copy")
     if journal_path.is_file() and has_jobs(journal_path):
         raise SpecError(f"{run_dir}: its {JOURNAL_FILE} has jobs already; nothing to repair")
     manifest = run_dir / MANIFEST_PARQUET

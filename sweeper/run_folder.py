@@ -80,6 +80,13 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def require_writable(folder: Path, hint: str) -> None:
+    """Refuse, in one line, to write into a folder that is read-only (`hint`: what to do)."""
+    existing = next((f for f in (folder, *folder.parents) if f.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise SpecError(f"{folder}: the folder is read-only; {hint}")
+
+
 def claim_run_dir(
     run_dir: Path, spec_name: str, api_base: str, *, offline: bool = False
 ) -> closing[IO[str]]:
@@ -92,6 +99,7 @@ def claim_run_dir(
     is an flock, so a killed run never leaves a stale one behind.
     """
     _refuse_another_run(run_dir, spec_name, api_base, offline)
+    require_writable(run_dir, "give a writable folder with --out")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = (run_dir / LOCK_FILE).open("a", encoding="utf-8")

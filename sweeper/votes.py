@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from sweeper.errors import SpecError
-from sweeper.run_folder import JOURNAL_FILE
+from sweeper.journal import connect_read_only
+from sweeper.run_folder import JOURNAL_FILE, require_writable
 from sweeper.run_folder import MANIFEST_PARQUET as MANIFEST_FILE
 
 if TYPE_CHECKING:
@@ -245,11 +246,14 @@ def _connect(run_dir: Path, *, read_only: bool = False) -> Iterator[sqlite3.Conn
     may not write.
     """
     path = _journal_path(run_dir)
-    target = f"{path.resolve().as_uri()}?mode=ro" if read_only else str(path)
+    if not read_only:
+        require_writable(run_dir, "votes cannot be recorded in it")
     try:
-        with closing(
-            sqlite3.connect(target, timeout=BUSY_TIMEOUT_S, isolation_level=None, uri=read_only)
-        ) as db:
+        if read_only:
+            connection = connect_read_only(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        else:
+            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        with closing(connection) as db:
             if not read_only:  # a vote outlives a power cut, not only a kill
                 db.execute("PRAGMA synchronous = FULL")
             yield db

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,73 @@ def test_a_bug_is_exit_4_with_its_whole_traceback_in_crash_log(tmp_path, capsys)
     assert "internal error: KeyError" in line and str(tmp_path / "crash.log") in line
     log = (tmp_path / "crash.log").read_text()
     assert "Traceback" in log and "ValueError: the cause" in log and "KeyError: 'a bug'" in log
+
+
+def as_nobody() -> list[str]:
+    """The command prefix that drops root, so that a read-only folder really is one."""
+    import shutil
+
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as an unprivileged user")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import sweeper"], capture_output=True, cwd="/"
+    )
+    if probe.returncode != 0:
+        pytest.skip("an unprivileged user cannot read this checkout or its virtualenv")
+    return prefix
+
+
+def test_a_read_only_folder_can_be_read_and_is_refused_in_one_line_for_writes(tmp_path):
+    import stat
+    import subprocess
+    import sys
+
+    prefix = as_nobody()
+    folder = tmp_path / "shared"
+    run_demo(folder / "run")
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(
+            mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+            | stat.S_IROTH
+            | (stat.S_IXOTH if path.is_dir() else 0)
+        )
+    for parent in (tmp_path, *tmp_path.parents):
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
+    run_dir = folder / "run"
+
+    def sweeper(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "sweeper", *argv],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "HOME": "/tmp"},
+        )
+
+    status = sweeper("status", str(run_dir))
+    assert status.returncode == 0, status.stderr
+    assert "jobs: 18" in status.stdout and "a rerun would send 0 requests" in status.stdout
+    demo = str(REPO / "sweeps" / "demo.yaml")
+    for argv in (
+        ("run", demo, "--offline", "--out", str(run_dir)),
+        ("repair", str(run_dir)),
+        ("rate", str(run_dir), _first_image(run_dir), "--stars", "3"),
+    ):
+        refused = sweeper(*argv)
+        assert refused.returncode == 2, (argv, refused.stderr)
+        [line] = refused.stderr.strip().splitlines()[-1:]
+        assert "the folder is read-only" in line, (argv, refused.stderr)
+
+
+def _first_image(run_dir: Path) -> str:
+    import pandas as pd
+
+    return str(pd.read_parquet(run_dir / "manifest.parquet")["file"].iloc[0])
