@@ -134,7 +134,6 @@ def test_a_bug_is_exit_4_with_its_whole_traceback_in_crash_log(tmp_path, capsys)
 def as_nobody() -> list[str]:
     """The command prefix that drops root, so that a read-only folder really is one."""
     import shutil
-
     import subprocess
     import sys
 
