@@ -74,6 +74,7 @@ def pack_run(run_dir: Path, out: Path | None = None) -> Path:
                 if content is not None:
                     _add(tar, f"{top}/{content.relative}", content)
                     lines.append(f"{content.sha256}  {content.relative}\n")
+                    snapshot.release(content)
             listing = "".join(lines).encode()
             now = time.time()
             _add(tar, f"{top}/{MANIFEST}", Content(MANIFEST, "", len(listing), now, data=listing))

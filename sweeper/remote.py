@@ -11,8 +11,8 @@ every file's path, sha256 and size, and whether the last push finished.
   the index never lists a file that is not there, and a push run again after
   a crash or Ctrl-C sends only what is still missing.
 - Pull fetches every listed file into a private folder beside the
-  destination, checks every size and sha256 (and the images against the
-  pulled journal), and only then moves the files into place.
+  destination, checks every sha256 (and the images against the pulled
+  journal), and only then moves the files into place.
 
 Credentials come only from each backend's own environment and config (for S3
 the `AWS_*` variables, `AWS_ENDPOINT_URL` included, and `~/.aws/`); sweeper
@@ -77,7 +77,12 @@ SECRET_NAME = re.compile(
 MIN_SECRET_LENGTH = 4
 REDACTED = "<redacted>"
 MAX_MESSAGE = 300
-BACKEND_PACKAGES = {"s3": "s3fs (pip install 'sweeper[s3]')", "gs": "gcsfs", "az": "adlfs"}
+S3_PACKAGE = "s3fs (pip install 'sweeper[s3]')"
+BACKEND_PACKAGES = {
+    **dict.fromkeys(("s3", "s3a"), S3_PACKAGE),
+    **dict.fromkeys(("gs", "gcs"), "gcsfs"),
+    **dict.fromkeys(("az", "abfs", "abfss"), "adlfs"),
+}
 
 
 class StorageError(SpecError):
@@ -100,6 +105,8 @@ ProgressCallback = Callable[[Transfer], None]
 
 @dataclass(frozen=True)
 class PushResult:
+    """What a push did: the paths it sent, how many it found there already, what it removed."""
+
     sent: tuple[str, ...]
     unchanged: int
     bytes_sent: int
@@ -108,6 +115,8 @@ class PushResult:
 
 @dataclass(frozen=True)
 class PullResult:
+    """What a pull brought: files and bytes, every one checked."""
+
     files: int
     bytes: int
 
@@ -333,6 +342,7 @@ def _send_all(
             contents = [c for name in batch if (c := snapshot.content(by_name[name])) is not None]
             remote.send(contents)
             for content in contents:
+                snapshot.release(content)
                 index.files[content.relative] = {"sha256": content.sha256, "size": content.size}
                 sent.append(content.relative)
                 sent_bytes += content.size

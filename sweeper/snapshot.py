@@ -110,6 +110,11 @@ class Snapshot:
             return None
         return content
 
+    def release(self, content: Content) -> None:
+        """Done with this content: remove its private copy, if it has one, to free the disk."""
+        if content.path is not None and content.path.parent == self._scratch:
+            content.path.unlink(missing_ok=True)
+
     def _read(self, file: RecordFile) -> Content:
         with file.source.open("rb") as handle:
             status = os.fstat(handle.fileno())

@@ -107,6 +107,15 @@ def test_the_manifest_inside_is_sha256sum_format_and_lists_every_file(pack):
         assert sha256(members[f"study-run/{name}"]) == digest
 
 
+def test_big_files_are_packed_through_private_copies(run_dir, tmp_path, monkeypatch):
+    from sweeper import snapshot
+
+    monkeypatch.setattr(snapshot, "IN_MEMORY_BYTES", 1000)  # every image counts as big
+    dest = unpack_run(pack_run(run_dir, tmp_path / "big.tar.gz"), tmp_path / "unpacked")
+    for name in recorded_images(run_dir):
+        assert (dest / name).read_bytes() == (run_dir / name).read_bytes()
+
+
 def test_the_default_pack_is_named_after_the_folder_beside_it(run_dir):
     assert pack_run(run_dir) == run_dir.parent / "study-run.tar.gz"
     assert (run_dir.parent / "study-run.tar.gz").is_file()

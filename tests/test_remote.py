@@ -179,6 +179,19 @@ def test_memory_and_local_urls_work_without_extras(run_dir, tmp_path, scheme):
     assert record_files(tmp_path / "pulled").keys() == record_files(run_dir).keys()
 
 
+def test_big_files_go_through_private_copies_both_ways(run_dir, tmp_path, monkeypatch):
+    from sweeper import snapshot
+
+    monkeypatch.setattr(snapshot, "IN_MEMORY_BYTES", 1000)  # every image counts as big
+    monkeypatch.setattr(remote, "IN_MEMORY_BYTES", 1000)
+    url = f"memory://sweeper-tests/{uuid.uuid4().hex}"
+    push_run(run_dir, url)
+    pull_run(url, tmp_path / "pulled")
+    pulled, original = record_files(tmp_path / "pulled"), record_files(run_dir)
+    assert pulled.keys() == original.keys()
+    assert all(pulled[name] == original[name] for name in original if name != "journal.sqlite")
+
+
 # --- incremental and resumable --------------------------------------------------------
 
 
