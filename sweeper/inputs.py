@@ -27,9 +27,13 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper.errors import SpecError
+
+if TYPE_CHECKING:
+    from sweeper.job import ImageRef
+    from sweeper.spec import SweepSpec
 
 INPUTS_DIR = "inputs"
 IMAGE_KEY = "image"
@@ -47,6 +51,16 @@ HEADER = (
     "# original images named by their sha256, so this spec runs as it stands.\n"
     "# The paths as originally written:\n"
 )
+
+
+def local_images(spec: SweepSpec) -> dict[str, ImageRef]:
+    """Every local input image of a validated spec, by its path as written (not expanded)."""
+    refs: list[Any] = [spec.fixed.get(IMAGE_KEY)]
+    refs += [ref for name, axis in spec.axes if name == IMAGE_KEY for ref in axis]
+    if IMAGE_KEY in spec.zip_names:
+        column = spec.zip_names.index(IMAGE_KEY)
+        refs += [row[column] for row in spec.zip_rows]
+    return {ref.given: ref for ref in refs if ref is not None and ref.is_local}
 
 
 def copy_inputs(run_dir: Path, images: Iterable[tuple[Path, str]]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import yaml
 from sweeper import inputs
 from sweeper.errors import SpecError
 from sweeper.expand import expand_jobs
-from sweeper.inputs import copy_inputs, rewrite_frozen_spec
+from sweeper.inputs import copy_inputs, local_images, rewrite_frozen_spec
 from sweeper.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,7 +152,11 @@ def test_the_original_paths_are_kept_in_comments_at_the_top(photos):
         assert f'"{given}" -> {new}' in header
 
 
-def test_zip_images_are_rewritten_and_an_asset_reference_is_left_alone(photos):
+def test_zip_images_are_rewritten_and_an_asset_reference_is_left_alone(photos, tmp_path):
+    spec_path = tmp_path / "specs" / "zipped.yaml"
+    spec_path.parent.mkdir()
+    spec_path.write_text(ZIP_SPEC, encoding="utf-8")
+    assert list(local_images(load_spec(spec_path))) == ["../photos/Astronaut.JPG"]
     frozen = rewrite_frozen_spec(ZIP_SPEC, mapping_for(photos))
     assert yaml.safe_load(frozen)["zip"]["image"] == [
         f"inputs/{sha256(photos['first'])}.jpg",
@@ -185,7 +189,8 @@ def test_the_frozen_spec_runs_from_the_run_folder_with_the_same_job_ids(
     original.write_text(SPEC, encoding="utf-8")
     spec = load_spec(original)
     run_dir = tmp_path / "elsewhere" / "run"
-    images = {job.image.given: job.image for job in expand_jobs(spec)}
+    images = local_images(spec)
+    assert images.keys() == {job.image.given for job in expand_jobs(spec)}
     kept = copy_inputs(run_dir, [(ref.local_path, ref.sha256) for ref in images.values()])
     mapping = {given: kept[ref.sha256] for given, ref in images.items()}
     (run_dir / "spec.yaml").write_text(rewrite_frozen_spec(SPEC, mapping), encoding="utf-8")
