@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sweeper.atomic import replacing
 from sweeper.errors import SpecError
 
 if TYPE_CHECKING:
@@ -86,8 +87,8 @@ def _keep_input(folder: Path, local: Path, sha256: str) -> Path:
             return present
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{sha256}.{input_extension(local)}"
-    partial = folder / f".{target.name}.{uuid.uuid4().hex}.part"
-    try:
+    # A private partial name: two runs may keep the same input at once.
+    with replacing(target, partial=folder / f".{target.name}.{uuid.uuid4().hex}.part") as partial:
         try:
             os.link(local, partial)
         except OSError:  # another file system, or links not allowed: copy instead
@@ -98,9 +99,6 @@ def _keep_input(folder: Path, local: Path, sha256: str) -> Path:
                 f"{local}: changed since the spec was read (sha256 {found[:12]}…, "
                 f"expected {sha256[:12]}…); run again"
             )
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
     return target
 
 

@@ -25,9 +25,9 @@ import tarfile
 import tempfile
 import time
 import zlib
-from contextlib import suppress
 from pathlib import Path
 
+from sweeper.atomic import replacing
 from sweeper.errors import SpecError
 from sweeper.snapshot import (
     CHUNK_BYTES,
@@ -36,6 +36,7 @@ from sweeper.snapshot import (
     is_safe_relative,
     move_children,
     name_list,
+    restore_recorded_mtimes,
     taking_snapshot,
     unrecorded_images,
 )
@@ -64,25 +65,21 @@ def pack_run(run_dir: Path, out: Path | None = None) -> Path:
     if target.resolve().is_relative_to(resolved):
         raise SpecError(f"{target}: write the pack outside the run folder it packs")
     top = resolved.name or "run"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.part")
-    try:
-        with taking_snapshot(run_dir) as snapshot, tarfile.open(partial, "w:gz") as tar:
-            lines = []
-            for file in snapshot.files:
-                content = snapshot.content(file)
-                if content is not None:
-                    _add(tar, f"{top}/{content.relative}", content)
-                    lines.append(f"{content.sha256}  {content.relative}\n")
-                    snapshot.release(content)
-            listing = "".join(lines).encode()
-            now = time.time()
-            _add(tar, f"{top}/{MANIFEST}", Content(MANIFEST, "", len(listing), now, data=listing))
-        partial.replace(target)
-    except BaseException:
-        with suppress(OSError):
-            partial.unlink(missing_ok=True)
-        raise
+    with (
+        replacing(target) as partial,
+        taking_snapshot(run_dir) as snapshot,
+        tarfile.open(partial, "w:gz") as tar,
+    ):
+        lines = []
+        for file in snapshot.files:
+            content = snapshot.content(file)
+            if content is not None:
+                _add(tar, f"{top}/{content.relative}", content)
+                lines.append(f"{content.sha256}  {content.relative}\n")
+                snapshot.release(content)
+        listing = "".join(lines).encode()
+        now = time.time()
+        _add(tar, f"{top}/{MANIFEST}", Content(MANIFEST, "", len(listing), now, data=listing))
     logger.info("%s: packed %d files into %s", run_dir, len(lines), target)
     return target
 
@@ -113,6 +110,7 @@ def unpack_run(archive: Path, dest: Path) -> Path:
     try:
         found, listing = _extract(archive, staging)
         _verify(archive, staging, found, listing)
+        restore_recorded_mtimes(staging)
         move_children(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -41,9 +41,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from sweeper.errors import SpecError, SweeperError
+from sweeper.run_folder import LOCK_FILE, RUN_RECORD
 from sweeper.snapshot import (
     IN_MEMORY_BYTES,
     JOURNAL,
+    JOURNAL_SIDE_FILES,
     SHA256_PATTERN,
     Content,
     RecordFile,
@@ -52,6 +54,7 @@ from sweeper.snapshot import (
     is_safe_relative,
     move_children,
     name_list,
+    restore_recorded_mtimes,
     taking_snapshot,
     unrecorded_images,
 )
@@ -66,8 +69,6 @@ BATCH_FILES = 32
 BATCH_BYTES = 64 * 2**20
 # Seconds of sending between two index writes: what a kill -9 may send again.
 INDEX_EVERY_S = 10.0
-LOCK_FILE = ".lock"
-JOURNAL_SIDE_FILES = ("journal.sqlite-wal", "journal.sqlite-shm", "journal.sqlite-journal")
 # Environment variables whose values are secrets, whatever the backend.
 SECRET_NAME = re.compile(
     r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|ACCOUNT_KEY|CONNECTION_STRING|API_KEY"
@@ -384,7 +385,7 @@ def _size(path: Path) -> int:
 
 def _spec_name(run_dir: Path) -> str | None:
     try:
-        record = json.loads((run_dir / "run.json").read_text(encoding="utf-8"))
+        record = json.loads((run_dir / RUN_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     name = record.get("spec_name") if isinstance(record, dict) else None
@@ -494,6 +495,7 @@ def _fetch_all(
         raise SpecError(
             f"{remote.shown}: refused: {name_list('not as the journal recorded', differ)}"
         )
+    restore_recorded_mtimes(staging)
 
 
 def _write_fetched(target: Path, data: bytes) -> str:

@@ -32,17 +32,18 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from sweeper.errors import SpecError
+from sweeper.inputs import INPUTS_DIR as INPUTS
+from sweeper.run_folder import IMAGES_DIR as IMAGES
+from sweeper.run_folder import JOURNAL_FILE as JOURNAL
+from sweeper.run_folder import TMP_DIR
 
 logger = logging.getLogger("sweeper")
 
-JOURNAL = "journal.sqlite"
-IMAGES = "images"
-INPUTS = "inputs"
+JOURNAL_SIDE_FILES = tuple(f"{JOURNAL}-{suffix}" for suffix in ("wal", "shm", "journal"))
 # Never part of a record: the download scratch folder, the journal's live side
-# files, and a MANIFEST.sha256 left by unpacking a pack with plain tar.
-SKIPPED_TOP_LEVEL = frozenset(
-    {"tmp", "journal.sqlite-wal", "journal.sqlite-shm", "journal.sqlite-journal", "MANIFEST.sha256"}
-)
+# files, and a MANIFEST.sha256 left by unpacking a pack with plain tar. (The lock
+# and partial files are hidden, and hidden names never travel.)
+SKIPPED_TOP_LEVEL = frozenset({TMP_DIR, *JOURNAL_SIDE_FILES, "MANIFEST.sha256"})
 # A file up to this size is read into memory once; a bigger one is copied aside.
 IN_MEMORY_BYTES = 64 * 2**20
 CHUNK_BYTES = 2**20
@@ -260,6 +261,28 @@ def unrecorded_images(folder: Path, hashes: dict[str, str]) -> list[str]:
         raise SpecError(f"{folder / JOURNAL}: not a usable sweeper journal ({error})") from None
     images = (name for name in hashes if name.startswith(f"{IMAGES}/"))
     return sorted(name for name in images if str(recorded.get(name, "")).lower() != hashes[name])
+
+
+def restore_recorded_mtimes(folder: Path) -> None:
+    """Give each image in a copied record the mtime its journal recorded.
+
+    A rerun trusts an image whose size and mtime are as recorded without hashing
+    it; a fresh copy has a new mtime, so restoring the recorded one (after the
+    caller checked every hash) keeps that fast path for a moved record.
+    """
+    uri = f"{(folder / JOURNAL).resolve().as_uri()}?immutable=1"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as journal:
+            rows = journal.execute(
+                "SELECT file, mtime_ns FROM outputs "
+                "WHERE status = 'done' AND file IS NOT NULL AND mtime_ns IS NOT NULL"
+            ).fetchall()
+    except sqlite3.OperationalError:  # a journal from before mtimes were recorded
+        return
+    for relative, mtime_ns in rows:
+        path = folder / relative
+        if is_safe_relative(relative) and path.is_file() and not path.is_symlink():
+            os.utime(path, ns=(int(mtime_ns), int(mtime_ns)))
 
 
 def name_list(what: str, names: list[str], shown: int = 5) -> str:

@@ -94,6 +94,11 @@ def test_pack_then_unpack_gives_back_every_file_of_the_record(run_dir, pack, tmp
             assert data == (run_dir / name).read_bytes(), name
     with Journal.open_existing(dest) as copy, Journal.open_existing(run_dir) as original:
         assert copy.job_states() == original.job_states()
+    # Each image keeps the mtime its journal recorded, so a rerun need not hash it again.
+    with closing(sqlite3.connect(dest / "journal.sqlite")) as db:
+        recorded = dict(db.execute("SELECT file, mtime_ns FROM outputs WHERE status = 'done'"))
+    assert recorded and all(recorded.values())
+    assert {name: (dest / name).stat().st_mtime_ns for name in recorded} == recorded
     # The scratch, the lock and the journal's side files never travel.
     assert not {".lock", "tmp/x.webp.part", "journal.sqlite-wal"} & set(unpacked)
 

@@ -133,6 +133,14 @@ def record_files(folder: Path) -> dict[str, bytes]:
     }
 
 
+def recorded_mtimes(run_dir: Path, on_disk: bool = False) -> dict[str, int]:
+    """Each recorded image's mtime as the journal has it, or as the file has it now."""
+    with closing(sqlite3.connect(run_dir / "journal.sqlite")) as db:
+        rows = db.execute("SELECT file, mtime_ns FROM outputs WHERE status = 'done'").fetchall()
+    assert rows and all(mtime_ns for _, mtime_ns in rows)
+    return {f: (run_dir / f).stat().st_mtime_ns if on_disk else m for f, m in rows}
+
+
 def remote_index(s3, url: str) -> dict:
     return json.loads(s3.cat_file(f"{url}/{INDEX_NAME}"))
 
@@ -166,7 +174,9 @@ def test_push_wipe_and_pull_gives_back_a_normal_run_folder(run_dir, url, tmp_pat
             assert after[name] == before[name], name
     assert status_lines(pulled) == status_before
     with Journal.open_existing(pulled) as journal:
-        assert journal.counts() == {"succeeded": 9, "failed": 1}
+        counts = journal.counts()
+    assert (counts["succeeded"], counts["failed"]) == (9, 1)
+    assert recorded_mtimes(pulled) == recorded_mtimes(pulled, on_disk=True)
 
 
 @pytest.mark.parametrize("scheme", ["memory", "file"])
