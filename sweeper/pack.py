@@ -26,6 +26,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import IO
 
 from sweeper.atomic import replacing
 from sweeper.errors import SpecError
@@ -176,13 +177,13 @@ def _checked_member(
     return first, relative or None
 
 
-def _read_manifest(archive: Path, source: io.BufferedReader, size: int) -> bytes:
+def _read_manifest(archive: Path, source: IO[bytes], size: int) -> bytes:
     if size > MAX_MANIFEST_BYTES:
         raise SpecError(f"{archive}: {MANIFEST} is implausibly large ({size} bytes)")
     return source.read()
 
 
-def _write_member(archive: Path, source: io.BufferedReader, staging: Path, relative: str) -> str:
+def _write_member(archive: Path, source: IO[bytes], staging: Path, relative: str) -> str:
     target = staging / relative
     digest = hashlib.sha256()
     try:
