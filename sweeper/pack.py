@@ -34,6 +34,7 @@ from sweeper.snapshot import (
     CHUNK_BYTES,
     JOURNAL,
     Content,
+    is_record_path,
     is_safe_relative,
     move_children,
     name_list,
@@ -170,6 +171,8 @@ def _checked_member(
     except tarfile.FilterError as error:
         raise SpecError(f"{archive}: refused: {error}") from None
     first, _, relative = name.partition("/")
+    if relative and relative != MANIFEST and not is_record_path(relative):
+        raise SpecError(f"{archive}: refused: {member.name!r} is scratch, not part of a record")
     if top is not None and first != top:
         raise SpecError(f"{archive}: refused: {member.name!r} is outside the pack's folder {top!r}")
     if not relative and not member.isdir():
@@ -225,7 +228,7 @@ def _parse_manifest(archive: Path, listing: bytes) -> dict[str, str]:
         raise SpecError(f"{archive}: {MANIFEST} is not UTF-8 text") from None
     for number, line in enumerate(lines, 1):
         match = MANIFEST_LINE.match(line)
-        if not match or not is_safe_relative(match[2]) or match[2] in listed:
+        if not match or not is_record_path(match[2]) or match[2] in listed:
             raise SpecError(f"{archive}: {MANIFEST} line {number} is malformed: {line[:120]!r}")
         listed[match[2]] = match[1].lower()
     return listed

@@ -51,7 +51,7 @@ from sweeper.snapshot import (
     RecordFile,
     Snapshot,
     file_sha256,
-    is_safe_relative,
+    is_record_path,
     move_children,
     name_list,
     restore_recorded_mtimes,
@@ -160,8 +160,8 @@ class RemoteIndex:
 
 
 def _checked_entry(relative: Any, entry: Any) -> dict[str, Any]:
-    if not (isinstance(relative, str) and is_safe_relative(relative)) or relative == INDEX_NAME:
-        raise ValueError(f"unsafe path {relative!r}")
+    if not (isinstance(relative, str) and is_record_path(relative)):
+        raise ValueError(f"a path no record holds: {relative!r}")
     sha256, size = entry["sha256"], entry["size"]
     if not (isinstance(sha256, str) and SHA256_PATTERN.match(sha256)):
         raise ValueError(f"bad sha256 for {relative}")

@@ -173,6 +173,18 @@ def is_safe_relative(name: str) -> bool:
     return all(part not in ("", ".", "..") for part in name.split("/"))
 
 
+def is_record_path(name: str) -> bool:
+    """A path a record may hold: safe, and none of the scratch a snapshot leaves out.
+
+    Checked on what arrives from elsewhere (a pack, a remote index): a copy must
+    not bring a -wal file for the journal, a lock, or partial files with it.
+    """
+    if not is_safe_relative(name):
+        return False
+    parts = name.split("/")
+    return not any(_skipped(part, at_top=index == 0) for index, part in enumerate(parts))
+
+
 def _recorded_images(run_dir: Path, done: dict[str, str]) -> list[RecordFile]:
     files = []
     for relative, sha256 in done.items():

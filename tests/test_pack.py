@@ -236,6 +236,8 @@ def special_member(name: str, kind: bytes, link: str = "") -> tarfile.TarInfo:
         (tarfile.TarInfo("/tmp/sweeper-escaped"), "absolute or escaping path"),
         (tarfile.TarInfo("study-run/../../sweeper-escaped"), "absolute or escaping path"),
         (tarfile.TarInfo("other-folder/x"), "outside the pack's folder"),
+        (tarfile.TarInfo("study-run/journal.sqlite-wal"), "is scratch, not part of a record"),
+        (tarfile.TarInfo("study-run/images/.x.webp.part"), "is scratch, not part of a record"),
     ],
 )
 def test_links_devices_and_escaping_paths_are_refused(pack, tmp_path, member, message):

@@ -302,6 +302,16 @@ def test_pull_into_a_folder_with_files_needs_force_and_then_replaces_them(run_di
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
+def test_an_index_listing_scratch_is_refused_before_anything_is_fetched(run_dir, url, s3, tmp_path):
+    push_run(run_dir, url)
+    index = remote_index(s3, url)
+    index["files"]["journal.sqlite-wal"] = index["files"]["run.json"]
+    s3.pipe_file(f"{url}/{INDEX_NAME}", json.dumps(index).encode())
+    with pytest.raises(SpecError, match=r"not a usable sweeper index .*journal\.sqlite-wal"):
+        pull_run(url, tmp_path / "pulled")
+    assert not (tmp_path / "pulled").exists()
+
+
 def test_push_refuses_a_place_holding_other_files_or_another_run(run_dir, bucket, s3):
     s3.pipe_file(f"{bucket}/data/someone-elses.csv", b"a,b\n")
     with pytest.raises(SpecError, match=r"holds files but no \.sweeper-index\.json"):
