@@ -638,3 +638,102 @@ def _rewrite_manifest(run_dir: Path) -> None:
 
     with Journal.open_existing(run_dir) as journal:
         write_manifest(journal, run_dir)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The .tar.gz to write (default: DIR.tar.gz beside DIR).",
+)
+@reports_errors
+def pack(run_dir: Path, out: Path | None) -> None:
+    """Pack the run in DIR into one verified .tar.gz, even while it runs.
+
+    The journal is copied consistently and each image is included only if it
+    matches its recorded sha256; MANIFEST.sha256 inside lists every file.
+
+    \b
+    Example:
+      sweeper pack results/demo -o demo-2026-12-01.tar.gz
+    """
+    from sweeper.pack import pack_run
+
+    click.echo(f"Packed {run_dir} into {pack_run(run_dir, out)}")
+
+
+@main.command()
+@click.argument("archive", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dest", metavar="DIR", type=RUN_DIR_ARG)
+@reports_errors
+def unpack(archive: Path, dest: Path) -> None:
+    """Unpack a pack into DIR (new or empty), checking every file against its sha256.
+
+    A pack with a missing, extra or changed file, or an unsafe path, is refused
+    and nothing is written.
+
+    \b
+    Example:
+      sweeper unpack demo-2026-12-01.tar.gz results/demo-copy
+    """
+    from sweeper.pack import unpack_run
+
+    click.echo(f"Unpacked and verified {archive} into {unpack_run(archive, dest)}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.argument("url", metavar="URL")
+@reports_errors
+def push(run_dir: Path, url: str) -> None:
+    """Copy the run in DIR to object storage at URL (s3://bucket/path, file://, ...).
+
+    Only files the remote lacks are sent; an interrupted push resumes where it
+    stopped. Credentials come from the backend's usual environment and config
+    (for S3: AWS_* variables, AWS_ENDPOINT_URL included) and are never shown.
+    S3 needs the extra: pip install 'sweeper[s3]'.
+
+    \b
+    Example:
+      sweeper push results/demo s3://team-sweeps/demo
+    """
+    from sweeper.display import transfer_progress
+    from sweeper.remote import display_url, push_run
+
+    with transfer_progress("push") as progress:
+        result = push_run(run_dir, url, progress=progress)
+    click.echo(
+        f"Pushed {run_dir} to {display_url(url)}: {len(result.sent)} files sent "
+        f"({result.bytes_sent / 1e6:.1f} MB), {result.unchanged} already there, "
+        f"{len(result.removed)} removed"
+    )
+
+
+@main.command()
+@click.argument("url", metavar="URL")
+@click.argument("dest", metavar="DIR", type=RUN_DIR_ARG)
+@click.option("--force", is_flag=True, help="Pull into a folder that is not empty.")
+@reports_errors
+def pull(url: str, dest: Path, force: bool) -> None:
+    """Copy a run pushed to URL into DIR, checking every file against its sha256.
+
+    The result is a normal run folder: status, report, score, diff, and a rerun
+    that sends nothing if the run was finished.
+
+    \b
+    Example:
+      sweeper pull s3://team-sweeps/demo results/demo
+    """
+    from sweeper.display import transfer_progress
+    from sweeper.remote import display_url, pull_run
+
+    with transfer_progress("pull") as progress:
+        result = pull_run(url, dest, force=force, progress=progress)
+    click.echo(
+        f"Pulled {display_url(url)} into {dest}: {result.files} files "
+        f"({result.bytes / 1e6:.1f} MB), every one verified"
+    )

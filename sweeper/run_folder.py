@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DEFAULT_RESULTS_ROOT = Path("results")
 IMAGES_DIR = "images"
+INPUTS_DIR = "inputs"
 TMP_DIR = "tmp"
 REPORT_DIR = "report"
 REPRODUCE_DIR = "reproduce"
@@ -83,7 +84,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 def require_writable(folder: Path, hint: str) -> None:
     """Refuse, in one line, to write into a folder that is read-only (`hint`: what to do)."""
     existing = next((f for f in (folder, *folder.parents) if f.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         raise SpecError(f"{folder}: the folder is read-only; {hint}")
 
 
