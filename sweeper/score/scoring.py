@@ -1,0 +1,526 @@
+"""`score`: measure every downloaded image of a run into DIR/scores.parquet, incrementally.
+
+One row per succeeded image, keyed by the manifest's `file` column, with one
+column per measure, an `errors` column ("scorer: reason" lines) and a
+`scorer_versions` column (JSON: which scorer versions produced that row's
+values). A scorer is run on an image only when that image has no value from the
+scorer's current version, so a rerun scores only new images and the scorers
+whose version changed, and retries the ones that failed. A scorer that raises
+on one image leaves NaN and its reason; it never stops the others or the run.
+
+Images are scored in a process pool (one worker per core by default), the
+table is rewritten atomically every CHECKPOINT_S seconds and at the end, so an
+interrupted `score` keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import numbers
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, ImageOps
+
+from sweeper.errors import SpecError
+from sweeper.score.plugins import Scorer, builtin_specs, load_scorer, load_scorers
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger("sweeper")
+
+SCORES_FILE = "scores.parquet"
+MANIFEST_FILE = "manifest.parquet"
+INPUTS_FOLDER = "inputs"
+KEY_COLUMN = "file"
+ERRORS_COLUMN = "errors"
+VERSIONS_COLUMN = "scorer_versions"
+RESERVED_COLUMNS = (KEY_COLUMN, ERRORS_COLUMN, VERSIONS_COLUMN)
+METADATA_KEY = b"sweeper.scores"
+CHECKPOINT_S = 30.0
+# Images handed to the pool ahead of the ones being scored, per worker: enough to keep
+# every core busy, few enough that memory does not grow with the run.
+QUEUE_PER_WORKER = 4
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What one `score_run` did."""
+
+    path: Path
+    images: int  # rows in scores.parquet: the run's succeeded images
+    scored: int  # images that had at least one scorer run on them now
+    up_to_date: int  # images every requested scorer had already scored
+    failures: int  # (image, scorer) pairs that raised now
+    columns: list[str]  # measure columns in the table
+    first_errors: list[str] = field(default_factory=list)  # a few "file: scorer: reason"
+
+    def describe(self) -> str:
+        text = (
+            f"scored {self.scored} of {self.images} images "
+            f"({self.up_to_date} already up to date) into {self.path}"
+        )
+        if self.failures:
+            text += f"; {self.failures} scorer failures left NaN (see the errors column)"
+        return text
+
+
+@dataclass(frozen=True)
+class _Task:
+    file: str
+    image_path: str
+    input_path: str | None
+    input_note: str
+    row: dict[str, Any]
+    specs: tuple[str, ...]
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    file: str
+    values: dict[str, dict[str, float]]  # scorer name -> its columns
+    errors: dict[str, str]  # scorer name -> reason
+
+
+def score_run(
+    run_dir: Path,
+    scorers: Sequence[str | Scorer] = (),
+    *,
+    builtin: bool = True,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> ScoreResult:
+    """Score the run's succeeded images that the given scorers have not scored yet.
+
+    `scorers` are `module:function` specs, installed plugin names or loaded
+    Scorers; `builtin` adds the four built-in measures first. `workers` defaults
+    to one per core; 1 scores in this process. `progress(done, total)` is called
+    after each image.
+    """
+    run_dir = Path(run_dir)
+    chosen = _choose_scorers(scorers, builtin)
+    manifest = _read_manifest(run_dir)
+    table = ScoreTable.read(run_dir / SCORES_FILE)
+    table.keep_only(manifest[KEY_COLUMN].tolist())
+    table.register(chosen, reserved=set(manifest.columns))
+    tasks = list(_plan_tasks(run_dir, manifest, table, chosen))
+    _remember(chosen)
+    worker_count = max(1, workers or os.cpu_count() or 1)
+    failures: list[str] = []
+    failed_pairs = 0
+    last_write = time.monotonic()
+    try:
+        for done, outcome in enumerate(_execute(tasks, worker_count), start=1):
+            failed_pairs += len(outcome.errors)
+            failures.extend(f"{outcome.file}: {n}: {r}" for n, r in outcome.errors.items())
+            table.apply(outcome, chosen)
+            if progress is not None:
+                progress(done, len(tasks))
+            if time.monotonic() - last_write > CHECKPOINT_S:
+                table.write(run_dir / SCORES_FILE)
+                last_write = time.monotonic()
+    finally:
+        table.write(run_dir / SCORES_FILE)
+    return ScoreResult(
+        path=run_dir / SCORES_FILE,
+        images=len(table.rows),
+        scored=len(tasks),
+        up_to_date=len(table.rows) - len(tasks),
+        failures=failed_pairs,
+        columns=table.measure_columns(),
+        first_errors=failures[:5],
+    )
+
+
+def read_scores(run_dir: Path) -> pd.DataFrame:
+    """DIR/scores.parquet as a frame (empty, with the key column, if nothing was scored)."""
+    import pandas as pd
+
+    path = Path(run_dir) / SCORES_FILE
+    if not path.is_file():
+        return pd.DataFrame({KEY_COLUMN: pd.Series(dtype="string")})
+    return pd.read_parquet(path)
+
+
+def measure_columns(scores: pd.DataFrame) -> list[str]:
+    """The measure columns of a scores frame (everything but the key and bookkeeping)."""
+    return [c for c in scores.columns if c not in RESERVED_COLUMNS]
+
+
+def join_scores(manifest: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+    """The manifest with each image's measures (NaN where unscored); one row per manifest row."""
+    measures = scores[[KEY_COLUMN, *measure_columns(scores)]]
+    return manifest.merge(measures, on=KEY_COLUMN, how="left", validate="many_to_one")
+
+
+class ScoreTable:
+    """scores.parquet in memory: per image, each scorer's values, versions and errors."""
+
+    def __init__(self, rows: dict[str, _Row], owners: dict[str, dict[str, Any]]) -> None:
+        self.rows = rows
+        # scorer name -> {"version", "spec", "columns"}: which columns a scorer wrote.
+        self.owners = owners
+
+    @classmethod
+    def read(cls, path: Path) -> ScoreTable:
+        if not path.is_file():
+            return cls({}, {})
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.read_table(path)
+        except Exception as error:
+            raise SpecError(f"{path}: not a readable scores table ({error}); delete it") from None
+        meta = json.loads((parquet.schema.metadata or {}).get(METADATA_KEY, b"{}"))
+        owners = meta.get("scorers", {})
+        rows = {}
+        for record in parquet.to_pylist():
+            rows[record[KEY_COLUMN]] = _Row.from_record(record, owners)
+        return cls(rows, owners)
+
+    def keep_only(self, files: Iterable[str]) -> None:
+        """Forget images the manifest no longer lists; add empty rows for new ones."""
+        wanted = list(files)
+        self.rows = {file: self.rows.get(file) or _Row() for file in wanted}
+
+    def register(self, scorers: Sequence[Scorer], reserved: set[str]) -> None:
+        """Note each scorer's version; a new version makes every image stale for it."""
+        self._reserved = reserved | set(RESERVED_COLUMNS)
+        for scorer in scorers:
+            known = self.owners.get(scorer.name)
+            if known is not None and known.get("version") == scorer.version:
+                continue
+            columns = known["columns"] if known else []
+            for row in self.rows.values():
+                row.forget(scorer.name)
+            self.owners[scorer.name] = {
+                "version": scorer.version,
+                "spec": scorer.spec,
+                "columns": columns,
+            }
+
+    def needs(self, file: str, scorer: Scorer) -> bool:
+        return self.rows[file].versions.get(scorer.name) != scorer.version
+
+    def apply(self, outcome: _Outcome, scorers: Sequence[Scorer]) -> None:
+        row = self.rows[outcome.file]
+        for scorer in scorers:
+            if scorer.name in outcome.errors:
+                row.fail(scorer.name, outcome.errors[scorer.name])
+            elif scorer.name in outcome.values:
+                values = outcome.values[scorer.name]
+                clash = self._column_clash(scorer.name, values)
+                if clash:
+                    row.fail(scorer.name, clash)
+                    continue
+                row.succeed(scorer.name, scorer.version, values)
+                owned = self.owners[scorer.name]["columns"]
+                owned.extend(c for c in values if c not in owned)
+
+    def _column_clash(self, name: str, values: dict[str, float]) -> str | None:
+        for column in values:
+            if column in self._reserved:
+                return f"column {column!r} is taken by the manifest or the scores table"
+            for other, owner in self.owners.items():
+                if other != name and column in owner["columns"]:
+                    return f"column {column!r} is already written by scorer {other!r}"
+        return None
+
+    def measure_columns(self) -> list[str]:
+        return [c for owner in self.owners.values() for c in owner["columns"]]
+
+    def write(self, path: Path) -> None:
+        """Replace the file atomically: a reader sees the old table or the new one."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        measures = self.measure_columns()
+        files = list(self.rows)
+        columns: dict[str, list[Any]] = {KEY_COLUMN: files}
+        for column in measures:
+            columns[column] = [self.rows[f].value(column) for f in files]
+        columns[ERRORS_COLUMN] = [self.rows[f].error_text() for f in files]
+        columns[VERSIONS_COLUMN] = [json.dumps(self.rows[f].versions) for f in files]
+        schema = pa.schema(
+            [(KEY_COLUMN, pa.string())]
+            + [(c, pa.float64()) for c in measures]
+            + [(ERRORS_COLUMN, pa.string()), (VERSIONS_COLUMN, pa.string())],
+            metadata={METADATA_KEY: json.dumps({"format": 1, "scorers": self.owners})},
+        )
+        arrow = pa.table(columns, schema=schema)
+        temporary = path.with_name(path.name + ".tmp")
+        pq.write_table(arrow, temporary)
+        temporary.replace(path)
+
+
+@dataclass
+class _Row:
+    values: dict[str, dict[str, float]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], owners: dict[str, dict[str, Any]]) -> _Row:
+        row = cls(versions=json.loads(record.get(VERSIONS_COLUMN) or "{}"))
+        for name, owner in owners.items():
+            row.values[name] = {
+                c: _as_float(record.get(c)) for c in owner["columns"] if c in record
+            }
+        for line in (record.get(ERRORS_COLUMN) or "").splitlines():
+            name, _, reason = line.partition(": ")
+            row.errors[name] = reason
+        return row
+
+    def forget(self, name: str) -> None:
+        self.values.pop(name, None)
+        self.versions.pop(name, None)
+        self.errors.pop(name, None)
+
+    def succeed(self, name: str, version: str, values: dict[str, float]) -> None:
+        self.values[name] = values
+        self.versions[name] = version
+        self.errors.pop(name, None)
+
+    def fail(self, name: str, reason: str) -> None:
+        self.values.pop(name, None)
+        self.versions.pop(name, None)
+        self.errors[name] = reason
+
+    def value(self, column: str) -> float | None:
+        for values in self.values.values():
+            if column in values:
+                return values[column]
+        return None
+
+    def error_text(self) -> str | None:
+        return "\n".join(f"{n}: {r}" for n, r in self.errors.items()) or None
+
+
+def _as_float(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _choose_scorers(scorers: Sequence[str | Scorer], builtin: bool) -> list[Scorer]:
+    specs = builtin_specs() if builtin else []
+    loaded = load_scorers(specs) + [s if isinstance(s, Scorer) else load_scorer(s) for s in scorers]
+    if not loaded:
+        raise SpecError("nothing to score: give --scorer MODULE:FUNCTION or leave the built-ins on")
+    names = [s.name for s in loaded]
+    for name in names:
+        if names.count(name) > 1:
+            raise SpecError(f"two scorers are named {name!r}; each needs its own name")
+    return loaded
+
+
+def _read_manifest(run_dir: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    path = run_dir / MANIFEST_FILE
+    if not path.is_file():
+        raise SpecError(f"{run_dir}: no {MANIFEST_FILE}; is this a run folder?")
+    frame = pd.read_parquet(path)
+    done = frame[(frame["status"] == "succeeded") & frame[KEY_COLUMN].notna()]
+    return done.drop_duplicates(KEY_COLUMN).reset_index(drop=True)
+
+
+def _plan_tasks(
+    run_dir: Path, manifest: pd.DataFrame, table: ScoreTable, scorers: Sequence[Scorer]
+) -> Iterator[_Task]:
+    inputs = InputLocator(run_dir)
+    for record in manifest.to_dict("records"):
+        file = record[KEY_COLUMN]
+        needed = [s for s in scorers if table.needs(file, s)]
+        if not needed:
+            continue
+        input_path, note = inputs.locate(record.get("image_sha256"))
+        row = {k: (None if _is_missing(v) else v) for k, v in record.items()}
+        specs = tuple(s.spec for s in needed)
+        names = tuple(s.name for s in needed)
+        yield _Task(file, str(run_dir / file), input_path, note, row, specs, names)
+
+
+def _is_missing(value: Any) -> bool:
+    import pandas as pd
+
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+class InputLocator:
+    """Where a job's input image is: DIR/inputs/<sha256>.*, else the path the journal noted."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self._run_dir = run_dir
+        self._found: dict[str, tuple[str | None, str]] = {}
+
+    def locate(self, sha256: str | None) -> tuple[str | None, str]:
+        """(path or None, why not found)."""
+        if not sha256:
+            return None, "the manifest row has no image_sha256"
+        if sha256 not in self._found:
+            self._found[sha256] = self._search(sha256)
+        return self._found[sha256]
+
+    def _search(self, sha256: str) -> tuple[str | None, str]:
+        copies = sorted((self._run_dir / INPUTS_FOLDER).glob(f"{sha256}.*"))
+        if copies:
+            return str(copies[0]), ""
+        noted = self._journal_path(sha256)
+        if noted and Path(noted).is_file():
+            return noted, ""
+        where = f"nor at {noted}" if noted else "and the journal names no path"
+        return None, f"input image {sha256[:12]} not found: not in {INPUTS_FOLDER}/ {where}"
+
+    def _journal_path(self, sha256: str) -> str | None:
+        journal = self._run_dir / "journal.sqlite"
+        if not journal.is_file():
+            return None
+        uri = f"{journal.resolve().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as connection:
+            found = connection.execute(
+                "SELECT value FROM meta WHERE key = ?", (f"input:{sha256}",)
+            ).fetchone()
+        return json.loads(found[0]) if found else None
+
+
+def _execute(tasks: list[_Task], workers: int) -> Iterator[_Outcome]:
+    if workers == 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield score_image(task)
+        return
+    pending = iter(tasks)
+    while True:
+        lost = yield from _execute_in_pool(pending, workers)
+        if not lost:
+            return
+        # A worker died (out of memory, a crashing extension): its images fail, the rest go on.
+        for task in lost:
+            yield _Outcome(task.file, {}, dict.fromkeys(task.names, "the scoring process died"))
+
+
+def _execute_in_pool(pending: Iterator[_Task], workers: int) -> Iterator[_Outcome]:
+    """Score tasks until they run out (returns []) or the pool breaks (returns the lost tasks)."""
+    in_flight: dict[Future[_Outcome], _Task] = {}
+    executor = ProcessPoolExecutor(
+        max_workers=workers, initializer=_start_worker, initargs=(list(sys.path),)
+    )
+    try:
+        while True:
+            while len(in_flight) < workers * QUEUE_PER_WORKER:
+                task = next(pending, None)
+                if task is None:
+                    break
+                in_flight[executor.submit(score_image, task)] = task
+            if not in_flight:
+                return []
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = in_flight.pop(future)
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    return [task, *in_flight.values()]
+                yield outcome
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker(parent_path: list[str]) -> None:
+    """Give the worker the parent's import path, so `--scorer my_module:fn` imports there too."""
+    sys.path[:] = parent_path + [p for p in sys.path if p not in parent_path]
+
+
+# Scorers by spec, loaded once per process; the parent puts its own in first, so a
+# Scorer handed to score_run in-process (or to forked workers) is used as it is.
+_LOADED: dict[str, Scorer] = {}
+
+
+def _remember(scorers: Iterable[Scorer]) -> None:
+    for scorer in scorers:
+        _LOADED[scorer.spec] = scorer
+
+
+def _scorer_for(spec: str) -> Scorer:
+    if spec not in _LOADED:
+        _LOADED[spec] = load_scorer(spec)
+    return _LOADED[spec]
+
+
+@lru_cache(maxsize=4)
+def _open_input(path: str) -> Image.Image:
+    with Image.open(path) as image:
+        return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def score_image(task: _Task) -> _Outcome:
+    """Run each of the task's scorers on one image; every failure is a reason, never a raise."""
+    try:
+        output, source = _open_pair(task)
+    except (_Unscorable, OSError, ValueError) as error:  # Pillow raises these on bad files
+        return _Outcome(task.file, {}, dict.fromkeys(task.names, _reason(error)))
+    values: dict[str, dict[str, float]] = {}
+    errors: dict[str, str] = {}
+    for spec, name in zip(task.specs, task.names, strict=True):
+        try:
+            scorer = _scorer_for(spec)
+            result = scorer.function(output.copy(), source.copy(), dict(task.row))
+            values[name] = _columns_of(name, result)
+        except Exception as error:
+            errors[name] = _reason(error)
+    return _Outcome(task.file, values, errors)
+
+
+def _open_pair(task: _Task) -> tuple[Image.Image, Image.Image]:
+    if not Path(task.image_path).is_file():
+        raise _Unscorable(f"output image {task.file} is missing")
+    if task.input_path is None:
+        raise _Unscorable(task.input_note)
+    with Image.open(task.image_path) as opened:
+        output = opened.convert("RGB")
+    return output, _open_input(task.input_path)
+
+
+def _columns_of(name: str, result: Any) -> dict[str, float]:
+    if isinstance(result, dict):
+        columns = {}
+        for key, value in result.items():
+            if not isinstance(key, str) or not key:
+                raise TypeError(f"returned a dict with key {key!r}; keys must be column names")
+            columns[key] = _number(value)
+        return columns
+    return {name: _number(result)}
+
+
+def _number(value: Any) -> float:
+    if hasattr(value, "item") and not isinstance(value, numbers.Real):
+        value = value.item()  # a NumPy scalar or 0-d array
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"returned {type(value).__name__}, expected a float or a dict of floats")
+
+
+class _Unscorable(Exception):
+    """The image or its input cannot be had; the message says why, as is."""
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or "(no message)"
+    return text if isinstance(error, _Unscorable) else f"{type(error).__name__}: {text}"
