@@ -127,9 +127,9 @@ def score_run(
     last_write = time.monotonic()
     try:
         for done, outcome in enumerate(_execute(tasks, worker_count), start=1):
-            failed_pairs += len(outcome.errors)
-            failures.extend(f"{outcome.file}: {n}: {r}" for n, r in outcome.errors.items())
-            table.apply(outcome, chosen)
+            failed = table.apply(outcome, chosen)
+            failed_pairs += len(failed)
+            failures.extend(f"{outcome.file}: {name}: {why}" for name, why in failed.items())
             if progress is not None:
                 progress(done, len(tasks))
             if time.monotonic() - last_write > CHECKPOINT_S:
@@ -218,20 +218,23 @@ class ScoreTable:
     def needs(self, file: str, scorer: Scorer) -> bool:
         return self.rows[file].versions.get(scorer.name) != scorer.version
 
-    def apply(self, outcome: _Outcome, scorers: Sequence[Scorer]) -> None:
+    def apply(self, outcome: _Outcome, scorers: Sequence[Scorer]) -> dict[str, str]:
+        """Record one image's outcome; the scorers that failed on it, with their reasons."""
         row = self.rows[outcome.file]
+        failed = {}
         for scorer in scorers:
-            if scorer.name in outcome.errors:
-                row.fail(scorer.name, outcome.errors[scorer.name])
-            elif scorer.name in outcome.values:
-                values = outcome.values[scorer.name]
-                clash = self._column_clash(scorer.name, values)
-                if clash:
-                    row.fail(scorer.name, clash)
-                    continue
+            reason = outcome.errors.get(scorer.name)
+            values = outcome.values.get(scorer.name)
+            if reason is None and values is not None:
+                reason = self._column_clash(scorer.name, values)
+            if reason is not None:
+                row.fail(scorer.name, reason)
+                failed[scorer.name] = reason
+            elif values is not None:
                 row.succeed(scorer.name, scorer.version, values)
                 owned = self.owners[scorer.name]["columns"]
                 owned.extend(c for c in values if c not in owned)
+        return failed
 
     def _column_clash(self, name: str, values: dict[str, float]) -> str | None:
         for column in values:
@@ -243,7 +246,8 @@ class ScoreTable:
         return None
 
     def measure_columns(self) -> list[str]:
-        return [c for owner in self.owners.values() for c in owner["columns"]]
+        """Each scorer's columns; a scorer that never succeeded shows as one column of NaN."""
+        return [c for name, owner in self.owners.items() for c in owner["columns"] or [name]]
 
     def write(self, path: Path) -> None:
         """Replace the file atomically: a reader sees the old table or the new one."""
