@@ -66,10 +66,20 @@ def run_spec_offline(spec: Path, out: Path) -> Path:
     return out
 
 
-def zipped_run(folder: Path, name: str = "run") -> Path:
-    """A private copy, at folder/name, of the zipped study's finished run folder."""
+def _pristine_run(folder: Path) -> Path:
     if "run" not in _pristine:
         source = Path(folder).parent / "zipped-study-pristine"
         source.mkdir(exist_ok=True)
         _pristine["run"] = run_spec_offline(write_zipped_spec(source), source / "run")
-    return Path(shutil.copytree(_pristine["run"], folder / name))
+    return _pristine["run"]
+
+
+def zipped_run(folder: Path, name: str = "run") -> Path:
+    """A private copy, at folder/name, of the zipped study's finished run folder."""
+    return Path(shutil.copytree(_pristine_run(folder), folder / name))
+
+
+def zipped_rerun(folder: Path, name: str = "rerun") -> Path:
+    """The same spec run again, from scratch, into folder/name (a second simulator, same bytes)."""
+    spec = _pristine_run(folder).parent / "zipped.yaml"
+    return run_spec_offline(spec, folder / name)
