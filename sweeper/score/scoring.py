@@ -200,20 +200,11 @@ class ScoreTable:
         self.rows = {file: self.rows.get(file) or _Row() for file in wanted}
 
     def register(self, scorers: Sequence[Scorer], reserved: set[str]) -> None:
-        """Note each scorer's version; a new version makes every image stale for it."""
+        """Note each scorer's current version; `needs` then compares every image's to it."""
         self._reserved = reserved | set(RESERVED_COLUMNS)
         for scorer in scorers:
-            known = self.owners.get(scorer.name)
-            if known is not None and known.get("version") == scorer.version:
-                continue
-            columns = known["columns"] if known else []
-            for row in self.rows.values():
-                row.forget(scorer.name)
-            self.owners[scorer.name] = {
-                "version": scorer.version,
-                "spec": scorer.spec,
-                "columns": columns,
-            }
+            owner = self.owners.setdefault(scorer.name, {"columns": []})
+            owner.update(version=scorer.version, spec=scorer.spec)
 
     def needs(self, file: str, scorer: Scorer) -> bool:
         return self.rows[file].versions.get(scorer.name) != scorer.version
@@ -290,11 +281,6 @@ class _Row:
             name, _, reason = line.partition(": ")
             row.errors[name] = reason
         return row
-
-    def forget(self, name: str) -> None:
-        self.values.pop(name, None)
-        self.versions.pop(name, None)
-        self.errors.pop(name, None)
 
     def succeed(self, name: str, version: str, values: dict[str, float]) -> None:
         self.values[name] = values
