@@ -320,3 +320,31 @@ def test_colorfulness_matches_hasler_and_susstrunk_by_hand() -> None:
     grey = Image.new("RGB", (4, 4), (90, 90, 90))
     assert colorfulness(grey, grey, {}) == 0.0
     assert np.isfinite(colorfulness(image.convert("L"), image, {}))
+
+
+def test_a_worker_that_dies_fails_its_images_and_the_rest_are_scored(
+    run_dir: Path, plugin_folder: Path
+) -> None:
+    module = write_module(
+        plugin_folder,
+        "crashing_scores",
+        """
+        import os
+
+        def crashing(output, input, row):
+            if row["seed"] == 3 and row["guidance"] == 5.0:
+                os._exit(1)  # as a segfault or the OOM killer would
+            return 1.0
+        """,
+    )
+    result = score_run(run_dir, [f"{module}:crashing"], builtin=False, workers=2)
+    scores = read_scores(run_dir).merge(manifest(run_dir)[["file", "seed", "guidance"]])
+    crashed = (scores["seed"] == 3) & (scores["guidance"] == 5.0)
+    assert (scores.loc[crashed, "errors"] == "crashing: the scoring process died").all()
+    assert (
+        scores["crashing"].notna() | (scores["errors"] == "crashing: the scoring process died")
+    ).all()
+    assert result.images == IMAGES and result.failures >= 2
+    # A rerun tries the lost images again, and only those.
+    again = score_run(run_dir, [f"{module}:crashing"], builtin=False, workers=2)
+    assert again.scored == result.failures

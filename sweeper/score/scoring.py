@@ -119,19 +119,24 @@ def score_run(
     table = ScoreTable.read(run_dir / SCORES_FILE)
     table.keep_only(manifest[KEY_COLUMN].tolist())
     table.register(chosen, reserved=set(manifest.columns))
-    tasks = list(_plan_tasks(run_dir, manifest, table, chosen))
+    needed = [[s for s in chosen if table.needs(file, s)] for file in manifest[KEY_COLUMN]]
+    total = sum(1 for scorers_of_image in needed if scorers_of_image)
+    tasks = _tasks(run_dir, manifest, needed)
     _remember(chosen)
     worker_count = max(1, workers or os.cpu_count() or 1)
-    failures: list[str] = []
+    if total <= 1:
+        worker_count = 1
+    first_errors: list[str] = []
     failed_pairs = 0
     last_write = time.monotonic()
     try:
         for done, outcome in enumerate(_execute(tasks, worker_count), start=1):
             failed = table.apply(outcome, chosen)
             failed_pairs += len(failed)
-            failures.extend(f"{outcome.file}: {name}: {why}" for name, why in failed.items())
+            for name, why in list(failed.items())[: 5 - len(first_errors)]:
+                first_errors.append(f"{outcome.file}: {name}: {why}")
             if progress is not None:
-                progress(done, len(tasks))
+                progress(done, total)
             if time.monotonic() - last_write > CHECKPOINT_S:
                 table.write(run_dir / SCORES_FILE)
                 last_write = time.monotonic()
@@ -140,11 +145,11 @@ def score_run(
     return ScoreResult(
         path=run_dir / SCORES_FILE,
         images=len(table.rows),
-        scored=len(tasks),
-        up_to_date=len(table.rows) - len(tasks),
+        scored=total,
+        up_to_date=len(table.rows) - total,
         failures=failed_pairs,
         columns=table.measure_columns(),
-        first_errors=failures[:5],
+        first_errors=first_errors,
     )
 
 
@@ -329,20 +334,24 @@ def _read_manifest(run_dir: Path) -> pd.DataFrame:
     return done.drop_duplicates(KEY_COLUMN).reset_index(drop=True)
 
 
-def _plan_tasks(
-    run_dir: Path, manifest: pd.DataFrame, table: ScoreTable, scorers: Sequence[Scorer]
-) -> Iterator[_Task]:
+def _tasks(run_dir: Path, manifest: pd.DataFrame, needed: list[list[Scorer]]) -> Iterator[_Task]:
+    """One task per image some scorer needs, made as the pool asks: rows are not all held."""
     inputs = InputLocator(run_dir)
-    for record in manifest.to_dict("records"):
-        file = record[KEY_COLUMN]
-        needed = [s for s in scorers if table.needs(file, s)]
-        if not needed:
+    for record, scorers in zip(manifest.itertuples(index=False), needed, strict=True):
+        if not scorers:
             continue
-        input_path, note = inputs.locate(record.get("image_sha256"))
-        row = {k: (None if _is_missing(v) else v) for k, v in record.items()}
-        specs = tuple(s.spec for s in needed)
-        names = tuple(s.name for s in needed)
-        yield _Task(file, str(run_dir / file), input_path, note, row, specs, names)
+        row = {k: (None if _is_missing(v) else v) for k, v in record._asdict().items()}
+        input_path, note = inputs.locate(row.get("image_sha256"))
+        file = row[KEY_COLUMN]
+        yield _Task(
+            file,
+            str(run_dir / file),
+            input_path,
+            note,
+            row,
+            tuple(s.spec for s in scorers),
+            tuple(s.name for s in scorers),
+        )
 
 
 def _is_missing(value: Any) -> bool:
@@ -391,14 +400,13 @@ class InputLocator:
         return json.loads(found[0]) if found else None
 
 
-def _execute(tasks: list[_Task], workers: int) -> Iterator[_Outcome]:
-    if workers == 1 or len(tasks) <= 1:
+def _execute(tasks: Iterator[_Task], workers: int) -> Iterator[_Outcome]:
+    if workers == 1:
         for task in tasks:
             yield score_image(task)
         return
-    pending = iter(tasks)
     while True:
-        lost = yield from _execute_in_pool(pending, workers)
+        lost = yield from _execute_in_pool(tasks, workers)
         if not lost:
             return
         # A worker died (out of memory, a crashing extension): its images fail, the rest go on.
