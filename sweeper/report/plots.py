@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 DPI = 100
 LABEL_CHARS = 28
+MAX_LABELS = 40  # past this many values an axis gets matplotlib's own ticks, not one per value
 
 
 def write_plots(
@@ -66,7 +67,8 @@ def _axis_chart(rows: pd.DataFrame, axis: str, measure: str) -> Figure:
     values = rows["value"].tolist()
     if all(_is_number(v) for v in values):
         chart.errorbar(values, means, yerr=errors, marker="o", capsize=4)
-        chart.set_xticks(values)
+        if len(values) <= MAX_LABELS:
+            chart.set_xticks(values)
     else:
         positions = np.arange(len(values))
         chart.bar(positions, means, yerr=errors, capsize=4, color="#4c78a8")
@@ -91,7 +93,8 @@ def _heat_map(rows: pd.DataFrame, x: str, y: str, measure: str) -> Figure:
     image = chart.imshow(grid, cmap="viridis", aspect="auto")
     figure.colorbar(image, ax=chart, label=measure)
     _set_x_labels(chart, range(len(x_values)), x_values)
-    chart.set_yticks(range(len(y_values)), [_short(v) for v in y_values])
+    if len(y_values) <= MAX_LABELS:
+        chart.set_yticks(range(len(y_values)), [_short(v) for v in y_values])
     chart.set_xlabel(x)
     chart.set_ylabel(y)
     chart.set_title(f"mean {measure}", fontsize=10)
@@ -122,6 +125,8 @@ def _save(figure: Figure, path: Path) -> None:
 
 
 def _set_x_labels(chart: Any, positions: Sequence[int], values: Sequence[Any]) -> None:
+    if len(values) > MAX_LABELS:  # unreadable anyway: leave the axis to matplotlib
+        return
     labels = [_short(v) for v in values]
     if max(map(len, labels), default=0) > 6:  # long labels would overlap: slant them
         chart.set_xticks(positions, labels, rotation=20, ha="right")

@@ -3,10 +3,15 @@
 Each is a scorer, `fn(output, input, row) -> float`, computed with scikit-image
 and NumPy on the output and, where it compares, on the input resized to the
 output's size. Luminance is scikit-image's `rgb2gray` (Rec. 709 weights).
+
+Most outputs of a run share one input, so the input's resized luminance and its
+edges are cached per process (keyed by its pixels): that halves the cost of
+`edge_f1`, the dearest measure.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -29,8 +34,8 @@ EDGE_TOLERANCE_PX = 2
 
 def structure_ssim(output: Image.Image, input: Image.Image, row: dict[str, Any]) -> float:
     """SSIM of the output's luminance against the input's, in [-1, 1] (1 = same structure)."""
-    out_luma, in_luma = _luminance_pair(output, input)
-    return float(structural_similarity(out_luma, in_luma, data_range=1.0))
+    in_luma = _input_luminance(*_input_key(input, output.size))
+    return float(structural_similarity(_luminance(output), in_luma, data_range=1.0))
 
 
 def edge_f1(output: Image.Image, input: Image.Image, row: dict[str, Any]) -> float:
@@ -38,9 +43,8 @@ def edge_f1(output: Image.Image, input: Image.Image, row: dict[str, Any]) -> flo
 
     1.0 when neither image has an edge; 0.0 when only one of them has.
     """
-    out_luma, in_luma = _luminance_pair(output, input)
-    out_edges = canny(out_luma, sigma=CANNY_SIGMA)
-    in_edges = canny(in_luma, sigma=CANNY_SIGMA)
+    out_edges = canny(_luminance(output), sigma=CANNY_SIGMA)
+    in_edges = _input_edges(*_input_key(input, output.size))
     if not out_edges.any() and not in_edges.any():
         return 1.0
     near = disk(EDGE_TOLERANCE_PX)
@@ -78,11 +82,34 @@ def _luminance(image: Image.Image) -> np.ndarray:
     return rgb2gray(np.asarray(image.convert("RGB")))
 
 
-def _luminance_pair(output: Image.Image, input: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-    """Both luminances in [0, 1], the input resized to the output's size."""
-    if input.size != output.size:
-        input = input.resize(output.size, Image.Resampling.LANCZOS)
-    return _luminance(output), _luminance(input)
+InputKey = tuple[bytes, str, tuple[int, int], tuple[int, int]]
+
+
+def _input_key(input: Image.Image, size: tuple[int, int]) -> InputKey:
+    """The input's pixels, mode and size, and the size to resize it to: a cache key."""
+    return input.tobytes(), input.mode, input.size, size
+
+
+@lru_cache(maxsize=4)
+def _input_luminance(
+    data: bytes, mode: str, own_size: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """The input's luminance in [0, 1] at `size`."""
+    image = Image.frombytes(mode, own_size, data)
+    if own_size != size:
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    luma = _luminance(image)
+    luma.flags.writeable = False  # shared by every call that hits the cache
+    return luma
+
+
+@lru_cache(maxsize=4)
+def _input_edges(
+    data: bytes, mode: str, own_size: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    edges = canny(_input_luminance(data, mode, own_size, size), sigma=CANNY_SIGMA)
+    edges.flags.writeable = False
+    return edges
 
 
 def _share_covered(edges: np.ndarray, covered: np.ndarray) -> float:
