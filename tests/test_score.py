@@ -260,6 +260,13 @@ def test_nothing_to_score_is_a_spec_error(run_dir: Path) -> None:
         score_run(run_dir, builtin=False)
 
 
+def test_two_scorers_with_one_name_are_refused_before_scoring(run_dir: Path) -> None:
+    twin = Scorer("sharpness", "1", "mine:sharpness", image_width)
+    with pytest.raises(SpecError, match="are both named 'sharpness'; rename one"):
+        score_run(run_dir, [twin])
+    assert not (run_dir / "scores.parquet").exists()
+
+
 def test_a_folder_without_a_manifest_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"no manifest.parquet; is this a run folder\?"):
         score_run(tmp_path)

@@ -41,9 +41,8 @@ def builtin_specs() -> list[str]:
     return [f"{BUILTIN_MODULE}:{name}" for name in BUILTIN_NAMES]
 
 
-def load_scorers(specs: Iterable[str]) -> list[Scorer]:
-    """Load every spec; SpecError on a bad one or on two scorers sharing a name."""
-    scorers = [load_scorer(spec) for spec in specs]
+def check_unique_names(scorers: Iterable[Scorer]) -> None:
+    """SpecError when two scorers share a name: their columns would collide."""
     seen: dict[str, str] = {}
     for scorer in scorers:
         if scorer.name in seen:
@@ -52,7 +51,6 @@ def load_scorers(specs: Iterable[str]) -> list[Scorer]:
                 f"{scorer.name!r}; rename one of the functions"
             )
         seen[scorer.name] = scorer.spec
-    return scorers
 
 
 def load_scorer(spec: str) -> Scorer:

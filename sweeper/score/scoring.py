@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image, ImageOps
 
 from sweeper.errors import SpecError
-from sweeper.score.plugins import Scorer, builtin_specs, load_scorer, load_scorers
+from sweeper.score.plugins import Scorer, builtin_specs, check_unique_names, load_scorer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -312,14 +312,11 @@ def _as_float(value: Any) -> float:
 
 
 def _choose_scorers(scorers: Sequence[str | Scorer], builtin: bool) -> list[Scorer]:
-    specs = builtin_specs() if builtin else []
-    loaded = load_scorers(specs) + [s if isinstance(s, Scorer) else load_scorer(s) for s in scorers]
+    loaded = [load_scorer(spec) for spec in builtin_specs()] if builtin else []
+    loaded += [s if isinstance(s, Scorer) else load_scorer(s) for s in scorers]
     if not loaded:
         raise SpecError("nothing to score: give --scorer MODULE:FUNCTION or leave the built-ins on")
-    names = [s.name for s in loaded]
-    for name in names:
-        if names.count(name) > 1:
-            raise SpecError(f"two scorers are named {name!r}; each needs its own name")
+    check_unique_names(loaded)
     return loaded
 
 
