@@ -7,7 +7,13 @@ with every image brightened, so that `diff A C` decodes and compares every
 pair. Each step runs in a child process of its own, which gives its wall time
 and its own peak RSS (target: under 1 GB at 100,000 images).
 
-    python bench/report_diff_scale.py [IMAGES] [--skip-score]
+`--replicate K` then makes each run K times larger without sweeping again:
+K copies of every manifest row with the seeds shifted past the sweep's, each
+pointing at a hard link to the original image, and measures the same steps on
+those (sweeping 100,000 jobs twice takes most of an hour on a busy 2-core
+machine; the steps read the same kind of files either way).
+
+    python bench/report_diff_scale.py [IMAGES] [--skip-score] [--replicate K]
 """
 
 from __future__ import annotations
@@ -84,6 +90,35 @@ def brightened_copy(source: Path, target: Path) -> None:
             ImageEnhance.Brightness(image).enhance(1.2).save(path)
 
 
+def replicated(run_dir: Path, target: Path, times: int) -> Path:
+    """run_dir with every image `times` times over: new seeds, hard-linked files."""
+    import pandas as pd
+
+    (target / "images").mkdir(parents=True)
+    shutil.copy2(run_dir / "journal.sqlite", target / "journal.sqlite")  # inputs' paths
+    manifest = pd.read_parquet(run_dir / "manifest.parquet")
+    seeds = int(manifest["seed"].max())
+    copies = []
+    for copy in range(times):
+        rows = manifest.copy()
+        rows["seed"] += copy * seeds
+        rows["job_id"] = rows["job_id"] + f"-{copy}"
+        rows["file"] = [f"images/{Path(f).stem}-{copy}{Path(f).suffix}" for f in manifest["file"]]
+        for source, linked in zip(manifest["file"], rows["file"], strict=True):
+            (target / linked).hardlink_to(run_dir / source)
+        copies.append(rows)
+    pd.concat(copies, ignore_index=True).to_parquet(target / "manifest.parquet")
+    return target
+
+
+def measure_steps(runs: dict[str, Path], skip_score: bool) -> None:
+    if not skip_score:
+        step("score", runs["a"])
+    step("report", runs["a"])
+    step("diff", runs["a"], runs["b"])
+    step("diff", runs["a"], runs["c"])
+
+
 def step(name: str, *args: Path) -> None:
     code = "import sys\nfrom pathlib import Path\n" + CHILD_CODE[name]
     sample = run_child([sys.executable, "-c", code, *map(str, args)])
@@ -100,6 +135,7 @@ def step(name: str, *args: Path) -> None:
 def main() -> None:
     images = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 10_000
     skip_score = "--skip-score" in sys.argv
+    times = int(sys.argv[sys.argv.index("--replicate") + 1]) if "--replicate" in sys.argv else 1
     print_header(f"score, report statistics and plots, diff at {images:,} images")
     with (
         SimulatorProcess("--latency", "0", "--tiny-images") as sim,
@@ -115,11 +151,16 @@ def main() -> None:
         runs["c"] = Path(folder) / "c"
         brightened_copy(runs["b"], runs["c"])
         print(f"  c = b with every image brightened: {time.perf_counter() - started:.0f} s")
-        if not skip_score:
-            step("score", runs["a"])
-        step("report", runs["a"])
-        step("diff", runs["a"], runs["b"])
-        step("diff", runs["a"], runs["c"])
+        measure_steps(runs, skip_score)
+        if times > 1:
+            started = time.perf_counter()
+            large = {k: replicated(v, Path(folder) / f"{k}{times}", times) for k, v in runs.items()}
+            print(
+                f"# the same runs replicated x{times}: {images * times:,} images each "
+                f"({time.perf_counter() - started:.0f} s to link)",
+                flush=True,
+            )
+            measure_steps(large, skip_score)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import heapq
 import html
 import logging
 import math
+import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -101,40 +102,55 @@ def diff_runs(
         raise SpecError(f"--threshold {threshold}: an SSIM threshold is between -1 and 1")
     out_dir = Path(out) if out is not None else b_dir / f"diff-vs-{a_dir.resolve().name}"
     pairs = _matched_pairs(_present_images(a_dir, "A"), _present_images(b_dir, "B"))
-    (out_dir / THUMBS_FOLDER).mkdir(parents=True, exist_ok=True)
-    counts: Counter[str] = Counter()
-    shown: list[_Shown] = []
-    one_sided: list[tuple[str, int, str]] = []
-    differing = 0
+    shutil.rmtree(out_dir / THUMBS_FOLDER, ignore_errors=True)  # an earlier diff's
+    (out_dir / THUMBS_FOLDER).mkdir(parents=True)
+    tally = _Tally(out_dir, threshold)
     csv_path = out_dir / CSV_NAME
     with csv_path.open("w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(DIFF_COLUMNS)
         for job_id, output_index, a_file, b_file in pairs:
-            comparison = compare_files(
-                a_dir / a_file if a_file else None, b_dir / b_file if b_file else None
-            )
-            if comparison is None:
-                continue
-            counts[comparison.status] += 1
-            writer.writerow([job_id, output_index, comparison.status, *_numbers(comparison)])
-            if not _counts_as_difference(comparison, threshold):
-                continue
-            differing += 1
-            if comparison.status == "differs":
-                _keep_worst(
-                    shown, out_dir, job_id, output_index, comparison, a_dir / a_file, b_dir / b_file
-                )
-            elif len(one_sided) < HTML_ONE_SIDED:
-                one_sided.append((job_id, output_index, comparison.status))
-    full_counts = {status: counts.get(status, 0) for status in STATUSES}
-    summary = _summary(full_counts, differing, threshold, out_dir)
+            a_path = a_dir / a_file if a_file else None
+            b_path = b_dir / b_file if b_file else None
+            comparison = compare_files(a_path, b_path)
+            if comparison is not None:
+                writer.writerow([job_id, output_index, comparison.status, *_numbers(comparison)])
+                tally.add(job_id, output_index, comparison, a_path, b_path)
+    counts = {status: tally.counts.get(status, 0) for status in STATUSES}
+    summary = _summary(counts, tally.differing, threshold, out_dir)
     html_path = out_dir / HTML_NAME
-    html_path.write_text(
-        _page(a_dir, b_dir, summary, sorted(shown, reverse=True), one_sided, full_counts),
-        encoding="utf-8",
-    )
-    return DiffResult(out_dir, csv_path, html_path, full_counts, differing, threshold, summary)
+    page = _page(a_dir, b_dir, summary, sorted(tally.shown, reverse=True), tally.one_sided, counts)
+    html_path.write_text(page, encoding="utf-8")
+    return DiffResult(out_dir, csv_path, html_path, counts, tally.differing, threshold, summary)
+
+
+@dataclass
+class _Tally:
+    """Counts by status, and what the page shows: the worst differing rows, one-sided rows."""
+
+    out_dir: Path
+    threshold: float | None
+    counts: Counter[str] = field(default_factory=Counter)
+    differing: int = 0
+    shown: list[_Shown] = field(default_factory=list)  # a heap, least different on top
+    one_sided: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        job_id: str,
+        output_index: int,
+        comparison: Comparison,
+        a_path: Path | None,
+        b_path: Path | None,
+    ) -> None:
+        self.counts[comparison.status] += 1
+        if not _counts_as_difference(comparison, self.threshold):
+            return
+        self.differing += 1
+        if comparison.status == "differs" and a_path and b_path:
+            _keep_worst(self.shown, self.out_dir, job_id, output_index, comparison, a_path, b_path)
+        elif len(self.one_sided) < HTML_ONE_SIDED:
+            self.one_sided.append((job_id, output_index, comparison.status))
 
 
 def compare_files(a_path: Path | None, b_path: Path | None) -> Comparison | None:
