@@ -13,7 +13,13 @@ pointing at a hard link to the original image, and measures the same steps on
 those (sweeping 100,000 jobs twice takes most of an hour on a busy 2-core
 machine; the steps read the same kind of files either way).
 
-    python bench/report_diff_scale.py [IMAGES] [--skip-score] [--replicate K]
+    python bench/report_diff_scale.py [IMAGES] [--replicate K] [--steps STEP,...]
+                                      [--scorer MODULE:FUNCTION]
+
+STEP is score, report, diff-same (A vs B) or diff-differs (A vs C); all by
+default, and only on the replicated runs when --replicate is given. `score`
+uses the four built-in measures unless --scorer names one cheaper scorer (for
+the memory of a large table without an hour of measuring).
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ TARGET_RSS_MB = 1024.0
 CHILD_CODE = {
     "score": (
         "from sweeper.score.scoring import score_run\n"
-        "r = score_run(Path(sys.argv[1]))\n"
+        "specs = sys.argv[2:]\n"
+        "r = score_run(Path(sys.argv[1]), specs, builtin=not specs)\n"
         "assert r.failures == 0, r.first_errors\n"
         "print(r.describe())\n"
     ),
@@ -111,22 +118,32 @@ def replicated(run_dir: Path, target: Path, times: int) -> Path:
     return target
 
 
-def measure_steps(runs: dict[str, Path], skip_score: bool) -> None:
-    if not skip_score:
-        step("score", runs["a"])
-    step("report", runs["a"])
-    step("diff", runs["a"], runs["b"])
-    step("diff", runs["a"], runs["c"])
+STEPS = ("score", "report", "diff-same", "diff-differs")
 
 
-def step(name: str, *args: Path) -> None:
+def measure_steps(runs: dict[str, Path], steps: list[str], scorer: list[str]) -> None:
+    if "score" in steps:
+        step("score", runs["a"], *scorer)
+    if "report" in steps:
+        step("report", runs["a"])
+    if "diff-same" in steps:
+        step("diff", runs["a"], runs["b"])
+    if "diff-differs" in steps:
+        step("diff", runs["a"], runs["c"])
+
+
+def option(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+def step(name: str, *args: Path | str) -> None:
     code = "import sys\nfrom pathlib import Path\n" + CHILD_CODE[name]
     sample = run_child([sys.executable, "-c", code, *map(str, args)])
     if sample.returncode != 0:
         raise SystemExit(f"{name} exited {sample.returncode}")
     verdict = "met" if sample.peak_rss_mb < TARGET_RSS_MB else "OVER"
     print(
-        f"  {name} {' '.join(p.name for p in args)}: {sample.seconds:.1f} s, "
+        f"  {name} {' '.join(Path(p).name for p in args)}: {sample.seconds:.1f} s, "
         f"peak RSS {sample.peak_rss_mb:.0f} MB ({verdict}) -- {sample.stdout.strip()}",
         flush=True,
     )
@@ -134,8 +151,11 @@ def step(name: str, *args: Path) -> None:
 
 def main() -> None:
     images = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 10_000
-    skip_score = "--skip-score" in sys.argv
-    times = int(sys.argv[sys.argv.index("--replicate") + 1]) if "--replicate" in sys.argv else 1
+    times = int(option("--replicate", "1"))
+    steps = option("--steps", ",".join(STEPS)).split(",")
+    scorer = [option("--scorer", "")] if "--scorer" in sys.argv else []
+    if unknown := set(steps) - set(STEPS):
+        raise SystemExit(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
     print_header(f"score, report statistics and plots, diff at {images:,} images")
     with (
         SimulatorProcess("--latency", "0", "--tiny-images") as sim,
@@ -151,8 +171,9 @@ def main() -> None:
         runs["c"] = Path(folder) / "c"
         brightened_copy(runs["b"], runs["c"])
         print(f"  c = b with every image brightened: {time.perf_counter() - started:.0f} s")
-        measure_steps(runs, skip_score)
-        if times > 1:
+        if times == 1:
+            measure_steps(runs, steps, scorer)
+        else:
             started = time.perf_counter()
             large = {k: replicated(v, Path(folder) / f"{k}{times}", times) for k, v in runs.items()}
             print(
@@ -160,7 +181,7 @@ def main() -> None:
                 f"({time.perf_counter() - started:.0f} s to link)",
                 flush=True,
             )
-            measure_steps(large, skip_score)
+            measure_steps(large, steps, scorer)
 
 
 if __name__ == "__main__":
