@@ -118,7 +118,7 @@ def replicated(run_dir: Path, target: Path, times: int) -> Path:
     return target
 
 
-STEPS = ("score", "report", "diff-same", "diff-differs")
+BENCH_STEPS = ("score", "report", "diff-same", "diff-differs")
 
 
 def measure_steps(runs: dict[str, Path], steps: list[str], scorer: list[str]) -> None:
@@ -152,10 +152,10 @@ def step(name: str, *args: Path | str) -> None:
 def main() -> None:
     images = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 10_000
     times = int(option("--replicate", "1"))
-    steps = option("--steps", ",".join(STEPS)).split(",")
+    steps = option("--steps", ",".join(BENCH_STEPS)).split(",")
     scorer = [option("--scorer", "")] if "--scorer" in sys.argv else []
-    if unknown := set(steps) - set(STEPS):
-        raise SystemExit(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
+    if unknown := set(steps) - set(BENCH_STEPS):
+        raise SystemExit(f"unknown steps {sorted(unknown)}; choose from {', '.join(BENCH_STEPS)}")
     print_header(f"score, report statistics and plots, diff at {images:,} images")
     with (
         SimulatorProcess("--latency", "0", "--tiny-images") as sim,

@@ -20,7 +20,8 @@ from measure import REPO, print_header, repeat, sweeper_argv
 from PIL import Image, ImageOps
 
 from sweeper.score.measures import BUILTIN_MEASURES
-from sweeper.score.scoring import SCORES_FILE, score_run
+from sweeper.score.scoring import score_run
+from sweeper.score.table import SCORES_FILE
 
 
 def write_spec(folder: Path, images: int) -> Path:

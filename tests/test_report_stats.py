@@ -26,7 +26,8 @@ from sweeper.report.stats import (
     summarise,
 )
 from sweeper.score.plugins import Scorer
-from sweeper.score.scoring import join_scores, read_scores, score_run
+from sweeper.score.scoring import score_run
+from sweeper.score.table import join_scores, read_scores
 
 AXES = ["prompt", "seed", "guidance"]
 

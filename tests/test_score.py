@@ -22,7 +22,8 @@ from zipped_study import ASTRONAUT, IMAGES, make_street_photo, zipped_run
 from sweeper.errors import SpecError
 from sweeper.score.measures import colorfulness, edge_f1, sharpness, structure_ssim
 from sweeper.score.plugins import Scorer, load_scorer, scorer_version
-from sweeper.score.scoring import join_scores, measure_columns, read_scores, score_run
+from sweeper.score.scoring import score_run
+from sweeper.score.table import join_scores, measure_columns, read_scores
 
 BUILTIN_COLUMNS = ["structure_ssim", "edge_f1", "sharpness", "colorfulness"]
 

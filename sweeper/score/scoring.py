@@ -1,11 +1,9 @@
 """`score`: measure every downloaded image of a run into DIR/scores.parquet, incrementally.
 
-One row per succeeded image, keyed by the manifest's `file` column, with one
-column per measure, an `errors` column ("scorer: reason" lines) and a
-`scorer_versions` column (JSON: which scorer versions produced that row's
-values). A scorer is run on an image only when that image has no value from the
-scorer's current version, so a rerun scores only new images and the scorers
-whose version changed, and retries the ones that failed. A scorer that raises
+The table's format is sweeper.score.table's. A scorer is run on an image only
+when that image has no value from the scorer's current version, so a rerun
+scores only new images and the scorers whose version changed, and retries the
+ones that failed. A scorer that raises
 on one image leaves NaN and its reason; it never stops the others or the run.
 
 Images are scored in a process pool (one worker per core by default), the
@@ -17,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import numbers
 import os
 import sqlite3
@@ -36,20 +33,15 @@ from PIL import Image, ImageOps
 
 from sweeper.errors import SpecError
 from sweeper.score.plugins import Scorer, builtin_specs, check_unique_names, load_scorer
+from sweeper.score.table import KEY_COLUMN, SCORES_FILE, ImageOutcome, ScoreTable
 
 if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger("sweeper")
 
-SCORES_FILE = "scores.parquet"
 MANIFEST_FILE = "manifest.parquet"
 INPUTS_FOLDER = "inputs"
-KEY_COLUMN = "file"
-ERRORS_COLUMN = "errors"
-VERSIONS_COLUMN = "scorer_versions"
-RESERVED_COLUMNS = (KEY_COLUMN, ERRORS_COLUMN, VERSIONS_COLUMN)
-METADATA_KEY = b"sweeper.scores"
 CHECKPOINT_S = 30.0
 # Images handed to the pool ahead of the ones being scored, per worker: enough to keep
 # every core busy, few enough that memory does not grow with the run.
@@ -89,13 +81,6 @@ class _Task:
     row: dict[str, Any]
     specs: tuple[str, ...]
     names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    file: str
-    values: dict[str, dict[str, float]]  # scorer name -> its columns
-    errors: dict[str, str]  # scorer name -> reason
 
 
 def score_run(
@@ -151,164 +136,6 @@ def score_run(
         columns=table.measure_columns(),
         first_errors=first_errors,
     )
-
-
-def read_scores(run_dir: Path) -> pd.DataFrame:
-    """DIR/scores.parquet as a frame (empty, with the key column, if nothing was scored)."""
-    import pandas as pd
-
-    path = Path(run_dir) / SCORES_FILE
-    if not path.is_file():
-        return pd.DataFrame({KEY_COLUMN: pd.Series(dtype="string")})
-    return pd.read_parquet(path)
-
-
-def measure_columns(scores: pd.DataFrame) -> list[str]:
-    """The measure columns of a scores frame (everything but the key and bookkeeping)."""
-    return [c for c in scores.columns if c not in RESERVED_COLUMNS]
-
-
-def join_scores(manifest: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
-    """The manifest with each image's measures (NaN where unscored); one row per manifest row."""
-    measures = scores[[KEY_COLUMN, *measure_columns(scores)]]
-    return manifest.merge(measures, on=KEY_COLUMN, how="left", validate="many_to_one")
-
-
-class ScoreTable:
-    """scores.parquet in memory: per image, each scorer's values, versions and errors."""
-
-    def __init__(self, rows: dict[str, _Row], owners: dict[str, dict[str, Any]]) -> None:
-        self.rows = rows
-        # scorer name -> {"version", "spec", "columns"}: which columns a scorer wrote.
-        self.owners = owners
-
-    @classmethod
-    def read(cls, path: Path) -> ScoreTable:
-        if not path.is_file():
-            return cls({}, {})
-        import pyarrow.parquet as pq
-
-        try:
-            parquet = pq.read_table(path)
-        except Exception as error:
-            raise SpecError(f"{path}: not a readable scores table ({error}); delete it") from None
-        meta = json.loads((parquet.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-        owners = meta.get("scorers", {})
-        rows = {}
-        for record in parquet.to_pylist():
-            rows[record[KEY_COLUMN]] = _Row.from_record(record, owners)
-        return cls(rows, owners)
-
-    def keep_only(self, files: Iterable[str]) -> None:
-        """Forget images the manifest no longer lists; add empty rows for new ones."""
-        wanted = list(files)
-        self.rows = {file: self.rows.get(file) or _Row() for file in wanted}
-
-    def register(self, scorers: Sequence[Scorer], reserved: set[str]) -> None:
-        """Note each scorer's current version; `needs` then compares every image's to it."""
-        self._reserved = reserved | set(RESERVED_COLUMNS)
-        for scorer in scorers:
-            owner = self.owners.setdefault(scorer.name, {"columns": []})
-            owner.update(version=scorer.version, spec=scorer.spec)
-
-    def needs(self, file: str, scorer: Scorer) -> bool:
-        return self.rows[file].versions.get(scorer.name) != scorer.version
-
-    def apply(self, outcome: _Outcome, scorers: Sequence[Scorer]) -> dict[str, str]:
-        """Record one image's outcome; the scorers that failed on it, with their reasons."""
-        row = self.rows[outcome.file]
-        failed = {}
-        for scorer in scorers:
-            reason = outcome.errors.get(scorer.name)
-            values = outcome.values.get(scorer.name)
-            if reason is None and values is not None:
-                reason = self._column_clash(scorer.name, values)
-            if reason is not None:
-                row.fail(scorer.name, reason)
-                failed[scorer.name] = reason
-            elif values is not None:
-                row.succeed(scorer.name, scorer.version, values)
-                owned = self.owners[scorer.name]["columns"]
-                owned.extend(c for c in values if c not in owned)
-        return failed
-
-    def _column_clash(self, name: str, values: dict[str, float]) -> str | None:
-        for column in values:
-            if column in self._reserved:
-                return f"column {column!r} is taken by the manifest or the scores table"
-            for other, owner in self.owners.items():
-                if other != name and column in owner["columns"]:
-                    return f"column {column!r} is already written by scorer {other!r}"
-        return None
-
-    def measure_columns(self) -> list[str]:
-        """Each scorer's columns; a scorer that never succeeded shows as one column of NaN."""
-        return [c for name, owner in self.owners.items() for c in owner["columns"] or [name]]
-
-    def write(self, path: Path) -> None:
-        """Replace the file atomically: a reader sees the old table or the new one."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        measures = self.measure_columns()
-        files = list(self.rows)
-        columns: dict[str, list[Any]] = {KEY_COLUMN: files}
-        for column in measures:
-            columns[column] = [self.rows[f].value(column) for f in files]
-        columns[ERRORS_COLUMN] = [self.rows[f].error_text() for f in files]
-        columns[VERSIONS_COLUMN] = [json.dumps(self.rows[f].versions) for f in files]
-        schema = pa.schema(
-            [(KEY_COLUMN, pa.string())]
-            + [(c, pa.float64()) for c in measures]
-            + [(ERRORS_COLUMN, pa.string()), (VERSIONS_COLUMN, pa.string())],
-            metadata={METADATA_KEY: json.dumps({"format": 1, "scorers": self.owners})},
-        )
-        arrow = pa.table(columns, schema=schema)
-        temporary = path.with_name(path.name + ".tmp")
-        pq.write_table(arrow, temporary)
-        temporary.replace(path)
-
-
-@dataclass
-class _Row:
-    values: dict[str, dict[str, float]] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any], owners: dict[str, dict[str, Any]]) -> _Row:
-        row = cls(versions=json.loads(record.get(VERSIONS_COLUMN) or "{}"))
-        for name, owner in owners.items():
-            row.values[name] = {
-                c: _as_float(record.get(c)) for c in owner["columns"] if c in record
-            }
-        for line in (record.get(ERRORS_COLUMN) or "").splitlines():
-            name, _, reason = line.partition(": ")
-            row.errors[name] = reason
-        return row
-
-    def succeed(self, name: str, version: str, values: dict[str, float]) -> None:
-        self.values[name] = values
-        self.versions[name] = version
-        self.errors.pop(name, None)
-
-    def fail(self, name: str, reason: str) -> None:
-        self.values.pop(name, None)
-        self.versions.pop(name, None)
-        self.errors[name] = reason
-
-    def value(self, column: str) -> float | None:
-        for values in self.values.values():
-            if column in values:
-                return values[column]
-        return None
-
-    def error_text(self) -> str | None:
-        return "\n".join(f"{n}: {r}" for n, r in self.errors.items()) or None
-
-
-def _as_float(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def _choose_scorers(scorers: Sequence[str | Scorer], builtin: bool) -> list[Scorer]:
@@ -397,7 +224,7 @@ class InputLocator:
         return json.loads(found[0]) if found else None
 
 
-def _execute(tasks: Iterator[_Task], workers: int) -> Iterator[_Outcome]:
+def _execute(tasks: Iterator[_Task], workers: int) -> Iterator[ImageOutcome]:
     if workers == 1:
         for task in tasks:
             yield score_image(task)
@@ -408,12 +235,12 @@ def _execute(tasks: Iterator[_Task], workers: int) -> Iterator[_Outcome]:
             return
         # A worker died (out of memory, a crashing extension): its images fail, the rest go on.
         for task in lost:
-            yield _Outcome(task.file, {}, dict.fromkeys(task.names, "the scoring process died"))
+            yield ImageOutcome(task.file, {}, dict.fromkeys(task.names, "the scoring process died"))
 
 
-def _execute_in_pool(pending: Iterator[_Task], workers: int) -> Iterator[_Outcome]:
+def _execute_in_pool(pending: Iterator[_Task], workers: int) -> Iterator[ImageOutcome]:
     """Score tasks until they run out (returns []) or the pool breaks (returns the lost tasks)."""
-    in_flight: dict[Future[_Outcome], _Task] = {}
+    in_flight: dict[Future[ImageOutcome], _Task] = {}
     executor = ProcessPoolExecutor(
         max_workers=workers, initializer=_start_worker, initargs=(list(sys.path),)
     )
@@ -465,12 +292,12 @@ def _open_input(path: str) -> Image.Image:
         return ImageOps.exif_transpose(image).convert("RGB")
 
 
-def score_image(task: _Task) -> _Outcome:
+def score_image(task: _Task) -> ImageOutcome:
     """Run each of the task's scorers on one image; every failure is a reason, never a raise."""
     try:
         output, source = _open_pair(task)
     except (_Unscorable, OSError, ValueError) as error:  # Pillow raises these on bad files
-        return _Outcome(task.file, {}, dict.fromkeys(task.names, _reason(error)))
+        return ImageOutcome(task.file, {}, dict.fromkeys(task.names, _reason(error)))
     values: dict[str, dict[str, float]] = {}
     errors: dict[str, str] = {}
     for spec, name in zip(task.specs, task.names, strict=True):
@@ -480,7 +307,7 @@ def score_image(task: _Task) -> _Outcome:
             values[name] = _columns_of(name, result)
         except Exception as error:
             errors[name] = _reason(error)
-    return _Outcome(task.file, values, errors)
+    return ImageOutcome(task.file, values, errors)
 
 
 def _open_pair(task: _Task) -> tuple[Image.Image, Image.Image]:
