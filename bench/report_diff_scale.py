@@ -49,7 +49,7 @@ CHILD_CODE = {
         "import pandas as pd\n"
         "from sweeper.report.plots import write_plots\n"
         "from sweeper.report.stats import default_measures, pivot, summarise\n"
-        "from sweeper.score.scoring import join_scores, measure_columns, read_scores\n"
+        "from sweeper.score.table import join_scores, measure_columns, read_scores\n"
         "run = Path(sys.argv[1])\n"
         "scores = read_scores(run)\n"
         "frame = join_scores(pd.read_parquet(run / 'manifest.parquet'), scores)\n"
