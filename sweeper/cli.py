@@ -394,8 +394,27 @@ def serve(
 
 @main.command()
 @click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
-@click.option("--x", "x_axis", default=None, help="Axis across the contact sheets' columns.")
+@click.option(
+    "--x", "x_axis", default=None, help="Axis across the sheets' columns (a zip group or a member)."
+)
 @click.option("--y", "y_axis", default=None, help="Axis down the contact sheets' rows.")
+@click.option(
+    "--where",
+    default=None,
+    help="Only the images matching this pandas query, e.g. 'guidance>=3 and format==\"png\"'.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the report here instead of DIR/report/ (for a read-only run folder, say).",
+)
+@click.option(
+    "--all",
+    "include_all",
+    is_flag=True,
+    help="Also show jobs of earlier versions of the spec, no longer in it.",
+)
 @click.option(
     "--thumb",
     default=256,
@@ -404,16 +423,37 @@ def serve(
     help="Thumbnail size in pixels.",
 )
 @reports_errors
-def report(run_dir: Path, x_axis: str | None, y_axis: str | None, thumb: int) -> None:
-    """Write contact sheets, an HTML gallery and A/B summaries for the run in DIR.
+def report(
+    run_dir: Path,
+    x_axis: str | None,
+    y_axis: str | None,
+    where: str | None,
+    out: Path | None,
+    include_all: bool,
+    thumb: int,
+) -> None:
+    """Write contact sheets, plots, rankings and a gallery for the run in DIR.
+
+    Measures (from `sweeper score`, plus latency and bytes) are averaged per
+    value of each axis with a bootstrap 95 % interval (summary.csv), and per
+    --x/--y cell (pivot.csv); votes give ranking.csv. Zipped parameters form
+    one axis.
 
     \b
     Example:
-      sweeper report results/demo --x guidance --y seed
+      sweeper report results/demo --x guidance --y seed --where 'steps == 20'
     """
     from sweeper.report import write_report
 
-    index = write_report(run_dir, x_axis=x_axis, y_axis=y_axis, thumb=thumb)
+    index = write_report(
+        run_dir,
+        x_axis=x_axis,
+        y_axis=y_axis,
+        thumb=thumb,
+        where=where,
+        out=out,
+        include_all=include_all,
+    )
     click.echo(f"Report written to {index}")
 
 
@@ -737,3 +777,72 @@ def pull(url: str, dest: Path, force: bool) -> None:
         f"Pulled {display_url(url)} into {dest}: {result.files} files "
         f"({result.bytes / 1e6:.1f} MB), every one verified"
     )
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "--scorer",
+    "scorers",
+    multiple=True,
+    metavar="MODULE:FUNCTION",
+    help="A scorer to run as well: module:function (importable from the current folder or "
+    "PYTHONPATH) or the name of an installed sweeper.scorers plugin. Repeatable.",
+)
+@click.option("--no-builtin", is_flag=True, help="Skip the four built-in measures.")
+@reports_errors
+def score(run_dir: Path, scorers: tuple[str, ...], no_builtin: bool) -> None:
+    """Measure every image of DIR into DIR/scores.parquet, one row per image.
+
+    Built in: structure_ssim (how much of the input's structure the edit kept),
+    edge_f1, sharpness and colorfulness. Only images not yet scored by a
+    scorer's current version are scored; a scorer failing on one image leaves
+    NaN and its reason, and the run goes on. See docs/scoring.md.
+
+    \b
+    Example:
+      sweeper score results/demo --scorer my_measures:red_mean
+    """
+    from sweeper.display import count_progress
+    from sweeper.score.scoring import score_run
+
+    with count_progress("score") as progress:
+        result = score_run(run_dir, list(scorers), builtin=not no_builtin, progress=progress)
+    click.echo(result.describe())
+    for line in result.first_errors:
+        click.echo(f"  {line}", err=True)
+    sys.exit(1 if result.failures else 0)
+
+
+@main.command()
+@click.argument("a", metavar="A", type=RUN_DIR_ARG)
+@click.argument("b", metavar="B", type=RUN_DIR_ARG)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write diff.csv and diff.html (default: B/diff-vs-<A's name>/).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    metavar="SSIM",
+    help="Count images at or above this SSIM as the same (the exit code and the page).",
+)
+@reports_errors
+def diff(a: Path, b: Path, out: Path | None, threshold: float | None) -> None:
+    """Compare the images of two runs, matched by their parameters, never by file name.
+
+    Exit 0 when nothing differs (pixel-identical counts as the same), 1 when
+    anything differs or is only in one run. Never contacts the API.
+
+    \b
+    Example:
+      sweeper diff results/nightly-11-30 results/nightly-12-01
+    """
+    from sweeper.diff import diff_runs
+
+    result = diff_runs(a, b, out=out, threshold=threshold)
+    click.echo(result.summary)
+    sys.exit(result.exit_code)

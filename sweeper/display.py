@@ -203,6 +203,29 @@ def transfer_progress(label: str) -> Iterator[Callable[[Any], None]]:
         yield update
 
 
+@contextmanager
+def count_progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A callback `(done, total)` for work counted in items (scoring): a bar or log lines."""
+    if not sys.stderr.isatty():
+        last = [0.0]
+
+        def log(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= LOG_INTERVAL_S or done == total:
+                last[0] = now
+                logger.info("%s: %d/%d", label, done, total)
+
+        yield log
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), transient=True
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 class _ConsoleFormatter(logging.Formatter):
     """`sweeper: message`, `sweeper: warning: message`; with a UTC time when piped."""
 

@@ -227,6 +227,21 @@ class RunFolder:
         with Journal.open_existing(self.path) as journal:
             return run_status(journal, self.path, live=is_live(self.path), verify=verify)
 
+    def scores(self) -> pd.DataFrame:
+        """scores.parquet: one row per scored image, keyed by the manifest's `file`."""
+        from sweeper.score.table import read_scores
+
+        return read_scores(self.path)
+
+    def frame(self) -> pd.DataFrame:
+        """The manifest with each image's scores joined on (NaN where unscored).
+
+        The vote columns are part of the manifest already.
+        """
+        from sweeper.score.table import join_scores
+
+        return join_scores(self.manifest(), self.scores())
+
     def votes(self, rater: str | None = None) -> pd.DataFrame:
         """Every vote cast on this run's images (one rater's if given), in the order cast."""
         from sweeper.votes import list_votes

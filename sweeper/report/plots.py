@@ -59,6 +59,48 @@ def plot_pivot(pivot_table: pd.DataFrame, folder: Path, *, x: str, y: str) -> li
     return paths
 
 
+def plot_ranking(ranking: pd.DataFrame, folder: Path) -> list[Path]:
+    """One PNG per axis of a Bradley-Terry ranking, named `ranking--AXIS.png`; their paths.
+
+    Strongest value on top: its strength (log scale, 0 = the axis's average) with the
+    bootstrap interval as whiskers, and its wins, losses and ties beside it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for axis, rows in ranking.groupby("axis", sort=False):
+        rows = rows[rows["comparisons"] > 0]
+        if rows.empty:
+            continue
+        path = folder / f"ranking--{_file_part(axis)}.png"
+        _save(_ranking_chart(rows, str(axis)), path)
+        paths.append(path)
+    return paths
+
+
+def _ranking_chart(rows: pd.DataFrame, axis: str) -> Figure:
+    figure = Figure(figsize=(6.0, 1.2 + 0.45 * len(rows)), dpi=DPI, layout="constrained")
+    chart = figure.add_subplot()
+    positions = np.arange(len(rows))[::-1]  # the strongest first, at the top
+    strengths = rows["strength"].to_numpy(dtype=float)
+    whiskers = np.nan_to_num(
+        np.vstack(
+            [strengths - rows["strength_low"].to_numpy(float), rows["strength_high"] - strengths]
+        ).clip(min=0)
+    )
+    chart.errorbar(strengths, positions, xerr=whiskers, fmt="o", capsize=4)
+    labels = [
+        f"{_short(value)}  ({wins}-{losses}-{ties})"
+        for value, wins, losses, ties in zip(
+            rows["value"], rows["wins"], rows["losses"], rows["ties"], strict=True
+        )
+    ]
+    chart.set_yticks(positions, labels)
+    chart.axvline(0, color="#999", linewidth=0.8)
+    chart.set_xlabel("Bradley-Terry strength (log scale; 95 % bootstrap interval)")
+    chart.set_title(f"{axis}: blind pairwise votes (wins-losses-ties)", fontsize=10)
+    return figure
+
+
 def _axis_chart(rows: pd.DataFrame, axis: str, measure: str) -> Figure:
     figure = Figure(figsize=(5.5, 3.6), dpi=DPI, layout="constrained")
     chart = figure.add_subplot()
