@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from sweeper.errors import SpecError
 from sweeper.execute import StopSwitch
 from sweeper.planning import DEFAULT_MAX_JOBS, Plan, make_plan
-from sweeper.run_folder import RunFolder, default_run_dir
+from sweeper.run_folder import RunFolder, default_run_dir, utc_now
 from sweeper.run_result import RunResult
 from sweeper.spec import RunSettings, SweepSpec
 from sweeper.spec import load_spec as _load_spec
@@ -62,6 +62,7 @@ def run(
     offline: bool = False,
     concurrency: int | None = None,
     progress: bool = True,
+    notify: str | None = None,
     **overrides: Any,
 ) -> RunResult:
     """Run a sweep and wait for it; works in a script and inside a running event loop.
@@ -72,6 +73,8 @@ def run(
     `max_jobs` caps the spec's size. In a notebook cell (a loop is running) the
     sweep runs on a worker thread with its own loop; Ctrl-C (interrupt the kernel)
     still stops it cleanly: the first stops sending, the second cancels.
+    `notify` (default: $SWEEPER_NOTIFY) is a URL that gets the run's record, however
+    it ended.
 
     Returns the result when every job was settled (exit_code 0 or 1). Raises
     `SpecError` before anything is sent, or an `AbortError` (its `.result` holds
@@ -83,6 +86,7 @@ def run(
         offline=offline,
         concurrency=concurrency,
         progress=progress,
+        notify=notify,
         stop=stop,
         **overrides,
     )
@@ -96,6 +100,7 @@ async def run_async(
     offline: bool = False,
     concurrency: int | None = None,
     progress: bool = True,
+    notify: str | None = None,
     stop: StopSwitch | None = None,
     **overrides: Any,
 ) -> RunResult:
@@ -103,6 +108,7 @@ async def run_async(
     from sweeper.display import console_logging, progress_display
     from sweeper.execute import api_target_from_env, execute_sweep, offline_target
     from sweeper.expand import check_job_count
+    from sweeper.notify import NOTIFY_ENV, check_notify_url
 
     spec = _as_spec(spec_or_path)
     max_jobs = overrides.pop("max_jobs", DEFAULT_MAX_JOBS)
@@ -110,16 +116,34 @@ async def run_async(
     total = check_job_count(spec, max_jobs)
     run_dir = Path(out) if out is not None else default_run_dir(spec.name)
     target = None if offline else api_target_from_env()
+    notify = notify or os.environ.get(NOTIFY_ENV) or None
+    if notify is not None:
+        check_notify_url(notify)
+    begun = utc_now()
     with console_logging(progress):
         display = progress_display(progress)
-        if target is not None:
-            return await execute_sweep(
-                spec, run_dir, target, settings, total, progress=display, stop=stop
-            )
-        async with offline_target() as simulator:
-            return await execute_sweep(
-                spec, run_dir, simulator, settings, total, progress=display, stop=stop
-            )
+        try:
+            if target is not None:
+                return await execute_sweep(
+                    spec, run_dir, target, settings, total, progress=display, stop=stop
+                )
+            async with offline_target() as simulator:
+                return await execute_sweep(
+                    spec, run_dir, simulator, settings, total, progress=display, stop=stop
+                )
+        finally:
+            if notify is not None:
+                await _notify(notify, run_dir, begun)
+
+
+async def _notify(url: str, run_dir: Path, begun: str) -> None:
+    """Send this run's record, if it got as far as writing one (not an earlier run's)."""
+    from sweeper.notify import send_notification
+    from sweeper.run_folder import read_run_record
+
+    record = read_run_record(run_dir)
+    if str(record.get("started_at", "")) >= begun and record.get("outcome") != "running":
+        await send_notification(url, record)
 
 
 def open_run(path: str | os.PathLike[str]) -> RunFolder:

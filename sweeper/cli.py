@@ -8,6 +8,7 @@ user mistake (nothing sent), 3 aborted or stopped early, 4 an internal error
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -135,9 +136,13 @@ def main() -> None:
       sweeper run sweeps/demo.yaml --offline
       sweeper report results/demo
     """
+    import shlex
+
     from sweeper.display import configure_logging
+    from sweeper.run_record import RUN_COMMAND
 
     configure_logging()
+    RUN_COMMAND.set(shlex.join(["sweeper", *sys.argv[1:]]))
 
 
 @main.command()
@@ -165,8 +170,11 @@ def main() -> None:
     type=click.Choice(["table", "csv", "json"]),
     help="How to print the plan.",
 )
+@click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @reports_errors
-def plan(spec_path: Path, out_dir: Path | None, max_jobs: int, limit: int, fmt: str) -> None:
+def plan(
+    spec_path: Path, out_dir: Path | None, max_jobs: int, limit: int, fmt: str, as_json: bool
+) -> None:
     """Validate SPEC and show the jobs it expands to, without sending anything.
 
     Prints the number of jobs and images, each axis and its values, the first
@@ -179,9 +187,7 @@ def plan(spec_path: Path, out_dir: Path | None, max_jobs: int, limit: int, fmt: 
     import sweeper
 
     the_plan = sweeper.plan(spec_path, out_dir, max_jobs=max_jobs)
-    if fmt == "json":
-        import json
-
+    if fmt == "json" or as_json:
         click.echo(json.dumps(the_plan.to_dict(limit), indent=2))
     elif fmt == "csv":
         _echo_csv(the_plan.first_jobs(limit))
@@ -235,6 +241,26 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
     help="Buy again the jobs that were paid for but whose images could not be fetched "
     "(run.resend_lost).",
 )
+@click.option(
+    "--accept-changes",
+    is_flag=True,
+    help="An input photo was replaced at the same path: run its jobs again as new jobs "
+    "(without this the run refuses, and sends nothing).",
+)
+@click.option(
+    "--notify",
+    metavar="URL",
+    default=None,
+    envvar="SWEEPER_NOTIFY",
+    help="POST the run's record (run.json, with a one-line `text`) to this URL at the end; "
+    "Slack-compatible. Default: $SWEEPER_NOTIFY.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the run's record (run.json) on stdout, and nothing else there.",
+)
 @max_jobs_option
 @reports_errors
 def run(
@@ -245,6 +271,9 @@ def run(
     rpm: float | None,
     resend_unanswered: bool,
     resend_lost: bool,
+    accept_changes: bool,
+    notify: str | None,
+    as_json: bool,
     max_jobs: int,
 ) -> None:
     """Run every job of SPEC, download the images and write the manifest.
@@ -278,10 +307,15 @@ def run(
         requests_per_minute=rpm,
         resend_unanswered=resend_unanswered or None,
         resend_lost=resend_lost or None,
+        accept_changes=accept_changes or None,
         max_jobs=max_jobs,
+        notify=notify,
     )
     print_summary(result)
-    click.echo(f"Images and manifest: {result.run_dir}/ (manifest.csv, manifest.parquet)")
+    if as_json:
+        click.echo(json.dumps(sweeper.open_run(result.run_dir).record, indent=2, sort_keys=True))
+    else:
+        click.echo(f"Images and manifest: {result.run_dir}/ (manifest.csv, manifest.parquet)")
     sys.exit(result.exit_code)
 
 
@@ -292,8 +326,17 @@ def run(
     is_flag=True,
     help="Hash every image instead of checking sizes and times (slower, thorough).",
 )
+@click.option(
+    "--spec",
+    "spec_path",
+    type=SPEC_ARG,
+    default=None,
+    help="Also count this spec's jobs: done, new, to send again, lost, unanswered "
+    "(the same numbers `plan --out` and a run give).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON, nothing else.")
 @reports_errors
-def status(run_dir: Path, verify: bool) -> None:
+def status(run_dir: Path, verify: bool, spec_path: Path | None, as_json: bool) -> None:
     """Show how far the run in DIR got: counts, failures by error, what a rerun sends.
 
     Also checks that every downloaded image is still on disk as recorded.
@@ -305,9 +348,12 @@ def status(run_dir: Path, verify: bool) -> None:
     """
     import sweeper
 
-    lines = sweeper.open_run(run_dir).status(verify=verify).lines()
+    found = sweeper.open_run(run_dir).status(verify=verify, spec=spec_path)
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=2, sort_keys=True))
+        return
     click.echo(f"run: {run_dir}")
-    for line in lines:
+    for line in found.lines():
         click.echo(line)
 
 
@@ -846,3 +892,29 @@ def diff(a: Path, b: Path, out: Path | None, threshold: float | None) -> None:
     result = diff_runs(a, b, out=out, threshold=threshold)
     click.echo(result.summary)
     sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option("--json", "as_json", is_flag=True, help="Every run's record, as a JSON list.")
+@reports_errors
+def history(run_dir: Path, as_json: bool) -> None:
+    """List every run into DIR: when, how it ended, requests, credits and duration.
+
+    Each line's whole record is DIR/runs/<n>.json.
+
+    \b
+    Example:
+      sweeper history results/nightly
+    """
+    import sweeper
+
+    runs = sweeper.open_run(run_dir).history()
+    if as_json:
+        click.echo(json.dumps([json.loads(r) for r in runs["record"]], indent=2))
+        return
+    if runs.empty:
+        click.echo("no runs recorded yet")
+        return
+    shown = runs.drop(columns="record").fillna("")
+    click.echo(shown.to_string(index=False))

@@ -22,7 +22,7 @@ from sweeper.contract import SHORT_NAMES
 from sweeper.progress import NoProgress, ProgressListener, RunCounts
 
 if TYPE_CHECKING:
-    from sweeper.planning import Plan
+    from sweeper.planning import JobTally, Plan
     from sweeper.run_result import RunResult
 
 LOG_INTERVAL_S = 10.0
@@ -387,12 +387,16 @@ def print_plan_table(plan: Plan, limit: int) -> None:
 def _tally_text(plan: Plan) -> str:
     tally = plan.tally
     assert tally is not None
+    return f"in {plan.run_dir}: " + tally_text(tally)
+
+
+def tally_text(tally: JobTally) -> str:
+    """The spec's jobs in a folder, in words: the same for plan, status and a run."""
     text = (
-        f"in {plan.run_dir}: {tally.done} done, {tally.downloads} to finish downloading, "
-        f"{tally.new} new, {tally.resend} to send again"
+        f"{tally.done} done, {tally.downloads} to finish downloading, {tally.new} new, "
+        f"{tally.failed} failed (sent again), {tally.lost} lost, {tally.unanswered} unanswered; "
+        f"a rerun sends {tally.to_send}"
     )
-    if tally.unanswered:
-        text += f" ({tally.unanswered} of them sent and never answered: maybe billed)"
     return text
 
 

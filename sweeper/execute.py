@@ -32,14 +32,8 @@ from sweeper.errors import (
     is_environment_error,
 )
 from sweeper.progress import NoProgress, ProgressListener
-from sweeper.run_folder import (
-    base_record,
-    claim_run_dir,
-    freeze_spec,
-    require_writable,
-    utc_now,
-    write_run_record,
-)
+from sweeper.run_folder import claim_run_dir, require_writable, write_run_record
+from sweeper.run_record import RUN_COMMAND, finished_record, keep_in_history, starting_record
 from sweeper.run_result import ABORTED, STOPPED, RunResult, settled_outcome
 
 if TYPE_CHECKING:
@@ -196,24 +190,27 @@ async def _execute(
     from sweeper.journal import Journal
     from sweeper.pacing import RateLimiter
     from sweeper.pool import JobRunner, PoolOptions
-    from sweeper.repair import results_without_journal
+    from sweeper.preflight import (
+        keep_inputs_and_spec,
+        refuse_changed_inputs,
+        refuse_results_without_journal,
+        settle_what_the_last_run_left,
+    )
     from sweeper.retry import Attempts, RetryPolicy
 
     require_writable(run_dir, "give a writable folder with --out")
-    problem = results_without_journal(run_dir)
-    if problem is not None:
-        raise SpecError(problem)
-    record = base_record(spec.name, spec.sha256) | {
-        "api_base": target.base,
-        "offline": target.offline,
-        "started_at": utc_now(),
-    }
+    refuse_results_without_journal(run_dir)
+    start = starting_record(spec, target.base, offline=target.offline, command=RUN_COMMAND.get())
     claim = claim_run_dir(run_dir, spec.name, target.base, offline=target.offline)
     started = time.monotonic()
     with claim, Journal.open(run_dir) as journal:
-        await asyncio.to_thread(_keep_inputs_and_spec, run_dir, spec, journal)
-        write_run_record(run_dir, record | {"outcome": "running"})
-        await _settle_what_the_last_run_left(journal, run_dir)
+        await asyncio.to_thread(
+            refuse_changed_inputs, journal, spec, accept=settings.accept_changes
+        )
+        await asyncio.to_thread(keep_inputs_and_spec, run_dir, spec, journal)
+        number = journal.start_run(start["started_at"], start)
+        write_run_record(run_dir, start | {"run_number": number})
+        await asyncio.to_thread(settle_what_the_last_run_left, journal, run_dir)
         await asyncio.to_thread(journal.add_jobs, expand_jobs(spec), target.base)
         connector = aiohttp.TCPConnector(limit=settings.concurrency * 2 + 4)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -258,61 +255,13 @@ async def _execute(
             except BaseException as caught:
                 error = _with_unrecorded(caught, runner)
             progress.finished(runner.counts)
-            result, error = await _finish(journal, run_dir, runner, record, started, error, stop)
+            ending = Ending(spec, start, number, started, stop)
+            result, error = await _finish(journal, run_dir, runner, ending, error)
         if error is not None:  # raised inside: closing the journal must not hide it
             if isinstance(error, SweeperError):
                 error.result = result
             raise error
     return result
-
-
-def _keep_inputs_and_spec(run_dir: Path, spec: SweepSpec, journal: Journal) -> None:
-    """Copy every input image into DIR/inputs/, and freeze a spec that points at them.
-
-    So the run folder is a record that travels: moved, packed or pulled elsewhere,
-    `sweeper run DIR/spec.yaml --out DIR` runs as it stands, and finds every job done.
-    """
-    from sweeper.inputs import copy_inputs, local_images, rewrite_frozen_spec
-    from sweeper.journal import INPUT_FILE_META
-
-    images = local_images(spec)
-    files = [
-        (ref.local_path, ref.sha256) for ref in images.values() if ref.local_path and ref.sha256
-    ]
-    kept = copy_inputs(run_dir, files)
-    for sha256, relative in kept.items():
-        journal.set_meta(f"{INPUT_FILE_META}{sha256}", relative)
-    mapping = {given: kept[ref.sha256] for given, ref in images.items() if ref.sha256}
-    freeze_spec(run_dir, rewrite_frozen_spec(spec.source_text, mapping))
-
-
-async def _settle_what_the_last_run_left(journal: Journal, run_dir: Path) -> None:
-    """Requests a dead run left in flight, and images gone from disk, before anything is sent."""
-    from sweeper.integrity import find_damaged_images, reopen_damaged
-
-    orphans = await asyncio.to_thread(journal.settle_orphans)
-    if orphans:
-        logger.warning(
-            "%d job%s sent before the last run stopped got no answer: %s may have been "
-            "billed, so %s not sent again (pass --resend-unanswered to send %s)",
-            orphans,
-            "" if orphans == 1 else "s",
-            "it" if orphans == 1 else "they",
-            "it is" if orphans == 1 else "they are",
-            "it" if orphans == 1 else "them",
-        )
-    damaged = await asyncio.to_thread(find_damaged_images, journal, run_dir)
-    if damaged:
-        await asyncio.to_thread(reopen_damaged, journal, damaged)
-        fetchable = sum(image.fetchable for image in damaged)
-        logger.warning(
-            "%d image%s went missing or changed on disk: %d fetched again from a live link, "
-            "%d lost (their links are dead)",
-            len(damaged),
-            "" if len(damaged) == 1 else "s",
-            fetchable,
-            len(damaged) - fetchable,
-        )
 
 
 def _with_unrecorded(error: BaseException, runner: JobRunner) -> BaseException:
@@ -387,14 +336,23 @@ def _install_signal_handlers(
     return installed
 
 
+@dataclass(frozen=True)
+class Ending:
+    """What the end of a run needs to know of its start."""
+
+    spec: SweepSpec
+    record: dict[str, Any]
+    number: int
+    started: float
+    stop: StopSwitch
+
+
 async def _finish(
     journal: Journal,
     run_dir: Path,
     runner: JobRunner,
-    record: dict[str, Any],
-    started: float,
+    ending: Ending,
     error: BaseException | None,
-    stop: StopSwitch,
 ) -> tuple[RunResult, BaseException | None]:
     """Write the manifest and run.json; return the result and the error that ends the run.
 
@@ -404,7 +362,7 @@ async def _finish(
     from sweeper.manifest import write_manifest
 
     problem = await _environment_problem(asyncio.to_thread(write_manifest, journal, run_dir))
-    if error is None and stop.requested:
+    if error is None and ending.stop.requested:
         error = InterruptedRun("stopped while the results were written; every job had settled")
     if problem is not None:
         failure = AbortError(
@@ -415,16 +373,19 @@ async def _finish(
             error = failure
         else:
             logger.warning("%s", failure)
-    result = _result(run_dir, runner, record["api_base"], started, error)
-    written = _environment_problem_now(
-        lambda: write_run_record(
-            run_dir,
-            record | result.to_record() | {"finished_at": utc_now(), "counts": journal.counts()},
-        )
-    )
+    result = await asyncio.to_thread(_result, journal, run_dir, runner, ending, error)
+    written = _environment_problem_now(lambda: _record(journal, run_dir, result, ending))
     if written is not None:
         logger.warning("could not write %s/run.json (%s)", run_dir, written)
     return result, error
+
+
+def _record(journal: Journal, run_dir: Path, result: RunResult, ending: Ending) -> None:
+    record = finished_record(ending.record, result, journal.counts()) | {
+        "run_number": ending.number
+    }
+    keep_in_history(run_dir, ending.number, record)
+    journal.finish_run(ending.number, record)
 
 
 async def _environment_problem(work: Awaitable[Any]) -> Exception | None:
@@ -449,36 +410,39 @@ def _environment_problem_now(work: Callable[[], Any]) -> Exception | None:
 
 
 def _result(
+    journal: Journal,
     run_dir: Path,
     runner: JobRunner,
-    api_base: str,
-    started: float,
+    ending: Ending,
     error: BaseException | None,
 ) -> RunResult:
+    """The run's result: its jobs counted by `planning.tally_jobs`, as plan and status count."""
+    from sweeper.expand import expand_jobs
+    from sweeper.planning import tally_jobs
+
     counts = runner.counts
+    tally = tally_jobs(journal, expand_jobs(ending.spec))
     if error is None:
-        outcome, reason, message = settled_outcome(counts), None, None
+        outcome, reason, message = settled_outcome(tally), None, None
     elif isinstance(error, InterruptedRun):
         outcome, reason, message = STOPPED, error.reason, str(error)
     elif isinstance(error, AbortError):
         outcome, reason, message = ABORTED, error.reason, str(error)
     else:
         outcome, reason, message = ABORTED, "internal", f"{type(error).__name__}: {error}"
-    succeeded = counts.skipped + counts.succeeded
-    settled = succeeded + counts.failed + counts.lost + counts.unanswered
     return RunResult(
         run_dir=run_dir,
         outcome=outcome,
         jobs=counts.total,
-        succeeded=succeeded,
-        failed=counts.failed,
-        lost=counts.lost,
-        unanswered=counts.unanswered,
-        pending=counts.total - settled,
+        succeeded=tally.done,
+        failed=tally.failed,
+        lost=tally.lost,
+        unanswered=tally.unanswered,
+        pending=tally.downloads + tally.new,
         requests_sent=counts.requests,
         this_run=counts,
-        duration_s=time.monotonic() - started,
-        api_base=api_base,
+        duration_s=time.monotonic() - ending.started,
+        api_base=ending.record["api_base"],
         reason=reason,
         message=message,
     )

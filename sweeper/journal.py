@@ -76,9 +76,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     api_base TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'planned',
     attempts INTEGER NOT NULL DEFAULT 0, error TEXT, record_uuid TEXT,
     submitted_at REAL, finished_at REAL, latency_s REAL, request_json TEXT,
-    unanswered_attempts INTEGER NOT NULL DEFAULT 0
+    unanswered_attempts INTEGER NOT NULL DEFAULT 0, in_spec INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS runs (
+    n INTEGER PRIMARY KEY AUTOINCREMENT, started_at TEXT NOT NULL, finished_at TEXT,
+    outcome TEXT NOT NULL, reason TEXT, requests INTEGER, credits REAL, duration_s REAL,
+    record TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outputs (
     job_id TEXT NOT NULL, output_index INTEGER NOT NULL, remote_path TEXT, url TEXT,
     status TEXT NOT NULL DEFAULT 'pending', file TEXT, sha256 TEXT, bytes INTEGER,
@@ -89,6 +94,7 @@ CREATE TABLE IF NOT EXISTS outputs (
 # Columns added since schema 1, for journals an older sweeper wrote.
 MIGRATIONS = (
     ("jobs", "unanswered_attempts", "INTEGER NOT NULL DEFAULT 0"),
+    ("jobs", "in_spec", "INTEGER NOT NULL DEFAULT 1"),
     ("outputs", "expires_at", "REAL"),
     ("outputs", "mtime_ns", "INTEGER"),
 )
@@ -104,7 +110,7 @@ INSERT_JOB = (
     f"{', '.join(PARAM_COLUMNS)}, api_base) "
     f"VALUES ({', '.join('?' * (6 + len(PARAM_COLUMNS) + 1))}) "
     # A job kept from an earlier, different spec takes its place in this one.
-    "ON CONFLICT (job_id) DO UPDATE SET idx = excluded.idx"
+    "ON CONFLICT (job_id) DO UPDATE SET idx = excluded.idx, in_spec = 1"
 )
 
 
@@ -283,7 +289,10 @@ class Journal:
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
-            self.flush()
+            # Reads see the deferred changes; if they cannot be written now (a full disk),
+            # the read goes on without them, and the next write or close tries again.
+            with suppress(sqlite3.OperationalError, OSError):
+                self.flush()
             return self._db.execute(sql, args).fetchall()
 
     # run-level metadata
@@ -323,13 +332,61 @@ class Journal:
     # jobs
 
     def add_jobs(self, jobs: Iterable[Job], api_base: str) -> int:
-        """Record jobs as planned (existing ones untouched); returns how many were new."""
+        """Record the spec's jobs as planned (existing ones keep their state); returns how
+        many were new. Every job the journal holds and this spec does not is marked
+        `in_spec = 0`: kept, but no longer part of the spec (a spec edited between runs)."""
         before = self.job_count()
         iterator = iter(jobs)
+        first = True
         while batch := list(islice(iterator, BATCH)):
             with self._transaction() as db:
+                if first:
+                    db.execute("UPDATE jobs SET in_spec = 0")
+                    first = False
                 db.executemany(INSERT_JOB, (_job_row(job, api_base) for job in batch))
         return self.job_count() - before
+
+    def changed_inputs(self, images: Iterable[tuple[str, str]]) -> list[tuple[str, int]]:
+        """Inputs, given as (path as written, sha256 now), whose path names settled jobs made
+        from another content: the photo was replaced. Returns (path, such jobs) pairs."""
+        changed = []
+        for given, sha256 in images:
+            [(count,)] = self._rows(
+                "SELECT count(*) FROM jobs WHERE image_given = ? AND image_sha256 != ? "
+                "AND state IN ('succeeded', 'generated', 'lost', 'unanswered')",
+                (given, sha256),
+            )
+            if count:
+                changed.append((given, int(count)))
+        return changed
+
+    def start_run(self, started_at: str, record: dict[str, Any]) -> int:
+        """A new line in the run history; returns its number."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (started_at, outcome, record) VALUES (?, 'running', ?)",
+                (started_at, json.dumps(record)),
+            )
+        assert cursor.lastrowid is not None
+        return int(cursor.lastrowid)
+
+    def finish_run(self, number: int, record: dict[str, Any]) -> None:
+        """How run `number` ended, from its finished run.json record."""
+        credits = (record.get("credits") or {}).get("spent")
+        self._write(
+            "UPDATE runs SET finished_at = ?, outcome = ?, reason = ?, requests = ?, "
+            "credits = ?, duration_s = ?, record = ? WHERE n = ?",
+            (
+                record.get("finished_at"),
+                record.get("outcome"),
+                record.get("reason"),
+                (record.get("this_run") or {}).get("requests"),
+                credits,
+                record.get("duration_s"),
+                json.dumps(record),
+                number,
+            ),
+        )
 
     def job_count(self) -> int:
         return int(self._rows("SELECT count(*) FROM jobs")[0][0])

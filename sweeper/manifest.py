@@ -40,6 +40,7 @@ COLUMN_KINDS: dict[str, str] = {
     "job_id": TEXT,
     "output_index": NULLABLE_INT,
     "status": TEXT,
+    "in_spec": BOOL,
     "file": TEXT,
     "sha256": TEXT,
     "bytes": NULLABLE_INT,
@@ -86,7 +87,7 @@ SELECT j.job_id, coalesce(o.output_index, 0) AS output_index,
          WHEN j.state IN ('lost', 'unanswered') THEN j.state
          WHEN o.status = 'failed' OR j.state = 'failed' THEN 'failed'
          ELSE 'pending' END AS status,
-    o.file, o.sha256, o.bytes, o.width, o.height,
+    j.in_spec, o.file, o.sha256, o.bytes, o.width, o.height,
     j.image_given AS {IMAGE}, {", ".join(f"j.{name}" for name in PARAMS)},
     j.image_sha256, json_extract(mi.value, '$') AS input_file, j.asset_path, j.model,
     j.api_base, j.record_uuid, o.remote_path,

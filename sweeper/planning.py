@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +29,27 @@ ASSUMED_LATENCY_S = 20.0
 
 @dataclass(frozen=True)
 class JobTally:
-    """The spec's jobs by what a run into an existing folder would do with them."""
+    """The spec's jobs by what a run into their folder would do with them.
+
+    The one count of done, new, to send again, lost and unanswered that `plan
+    --out`, `status --spec` and a run's own result all use.
+    """
 
     done: int = 0
-    downloads: int = 0  # paid for, images not all fetched: finished without paying
+    downloads: int = 0  # paid for, images still to fetch: finished without paying
     new: int = 0  # never sent
-    resend: int = 0  # failed, or sent and never answered: sent (and billed) again
-    unanswered: int = 0  # of `resend`: sent and never answered, so maybe billed already
+    failed: int = 0  # refused, or never got through: sent again
+    lost: int = 0  # paid for, an image could not be fetched: bought again only if asked
+    unanswered: int = 0  # sent, no answer, may have been billed: sent again only if asked
+
+    @property
+    def total(self) -> int:
+        return self.done + self.downloads + self.new + self.failed + self.lost + self.unanswered
 
     @property
     def to_send(self) -> int:
-        return self.new + self.resend
+        """What a plain rerun sends (and may pay for)."""
+        return self.new + self.failed
 
 
 @dataclass(frozen=True)
@@ -85,13 +95,7 @@ class Plan:
         }
         if self.tally is not None:
             plan["run_dir"] = str(self.run_dir)
-            plan["existing"] = {
-                "done": self.tally.done,
-                "downloads": self.tally.downloads,
-                "new": self.tally.new,
-                "resend": self.tally.resend,
-                "unanswered": self.tally.unanswered,
-            }
+            plan["existing"] = asdict(self.tally) | {"to_send": self.tally.to_send}
         return plan
 
 
@@ -107,23 +111,27 @@ def make_plan(
     return Plan(spec, jobs, count_images(spec), estimate_text(spec, jobs), run_dir, tally)
 
 
+# A job's state, as what a run does with it. `submitted` outside a live run was in
+# flight when its run died: it becomes unanswered when the next run starts.
+TALLY_OF_STATE = {
+    "succeeded": "done",
+    "generated": "downloads",
+    "planned": "new",
+    "failed": "failed",
+    "lost": "lost",
+    "unanswered": "unanswered",
+    "submitted": "unanswered",
+}
+
+
 def tally_jobs(journal: Journal, jobs: Iterable[Job]) -> JobTally:
     """Look up every job's state, a batch at a time, and count what a run would do."""
-    counts = dict.fromkeys(("done", "downloads", "new", "resend", "unanswered"), 0)
+    counts = dict.fromkeys(TALLY_OF_STATE.values(), 0)
     iterator = iter(jobs)
     while batch := [job.job_id for job in itertools.islice(iterator, STATES_BATCH)]:
         states = journal.states_of(batch)
         for job_id in batch:
-            state = states.get(job_id, "planned")
-            if state == "succeeded":
-                counts["done"] += 1
-            elif state == "generated":
-                counts["downloads"] += 1
-            elif state == "planned":
-                counts["new"] += 1
-            else:
-                counts["resend"] += 1
-                counts["unanswered"] += state == "submitted"
+            counts[TALLY_OF_STATE[states.get(job_id, "planned")]] += 1
     return JobTally(**counts)
 
 

@@ -11,15 +11,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
-import sys
 from contextlib import closing
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sweeper import __version__
 from sweeper.atomic import write_text_atomically
 from sweeper.errors import SpecError
 
@@ -34,6 +31,7 @@ INPUTS_DIR = "inputs"
 TMP_DIR = "tmp"
 REPORT_DIR = "report"
 REPRODUCE_DIR = "reproduce"
+RUNS_DIR = "runs"
 JOURNAL_FILE = "journal.sqlite"
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_PARQUET = "manifest.parquet"
@@ -53,18 +51,6 @@ def utc_now() -> str:
 def freeze_spec(run_dir: Path, spec_text: str) -> None:
     """Keep an exact copy of the spec that produced this run."""
     write_text_atomically(run_dir / SPEC_COPY, spec_text)
-
-
-def base_record(spec_name: str, spec_sha256: str) -> dict[str, Any]:
-    """What run.json says about the tool and the spec, before anything is sent."""
-    return {
-        "tool": "sweeper",
-        "tool_version": __version__,
-        "python_version": sys.version.split()[0],
-        "platform": platform.platform(),
-        "spec_name": spec_name,
-        "spec_sha256": spec_sha256,
-    }
 
 
 def write_run_record(run_dir: Path, record: dict[str, Any]) -> None:
@@ -215,17 +201,44 @@ class RunFolder:
         with Journal.open_existing(self.path) as journal:
             return manifest_frame(journal)
 
-    def status(self, *, verify: bool = False) -> RunStatus:
+    def status(
+        self, *, verify: bool = False, spec: str | os.PathLike[str] | None = None
+    ) -> RunStatus:
         """How far the run got: counts by state, failures, what a rerun would send.
 
         Checks every downloaded image against the journal (by size and time, or by
-        hash with `verify=True`); never writes anything.
+        hash with `verify=True`); given a `spec`, also counts its jobs the way `plan`
+        and a run do. Never writes anything.
         """
         from sweeper.journal import Journal
         from sweeper.status import run_status
 
+        tally = None
         with Journal.open_existing(self.path) as journal:
-            return run_status(journal, self.path, live=is_live(self.path), verify=verify)
+            if spec is not None:
+                from sweeper.expand import expand_jobs
+                from sweeper.planning import tally_jobs
+                from sweeper.spec import load_spec
+
+                tally = tally_jobs(journal, expand_jobs(load_spec(Path(spec))))
+            return run_status(
+                journal, self.path, live=is_live(self.path), verify=verify, tally=tally
+            )
+
+    def history(self) -> pd.DataFrame:
+        """Every run into this folder, oldest first: n, started_at, finished_at, outcome,
+        reason, requests, credits, duration_s, and `record` (its run.json as text)."""
+        import pandas as pd
+
+        from sweeper.journal import Journal
+
+        columns = [
+            "n", "started_at", "finished_at", "outcome", "reason", "requests", "credits",
+            "duration_s", "record",
+        ]  # fmt: skip
+        with Journal.open_existing(self.path) as journal:
+            rows = journal.query(f"SELECT {', '.join(columns)} FROM runs ORDER BY n")
+        return pd.DataFrame.from_records(rows, columns=columns)
 
     def scores(self) -> pd.DataFrame:
         """scores.parquet: one row per scored image, keyed by the manifest's `file`."""

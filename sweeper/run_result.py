@@ -16,6 +16,8 @@ from sweeper.progress import RunCounts
 if TYPE_CHECKING:
     import pandas as pd
 
+    from sweeper.planning import JobTally
+
 COMPLETE, PARTIAL, ABORTED, STOPPED = "complete", "partial", "aborted", "stopped"
 EXIT_CODES = {COMPLETE: 0, PARTIAL: 1, ABORTED: 3, STOPPED: 3}
 
@@ -80,6 +82,6 @@ class RunResult:
         }
 
 
-def settled_outcome(counts: RunCounts) -> str:
+def settled_outcome(tally: JobTally) -> str:
     """complete when every job of the spec succeeded, else partial."""
-    return COMPLETE if counts.skipped + counts.succeeded == counts.total else PARTIAL
+    return COMPLETE if tally.done == tally.total else PARTIAL

@@ -65,6 +65,8 @@ class RunSettings(BaseModel):
     # Money: what may be sent again although it may have been paid for already.
     resend_unanswered: bool = False
     resend_lost: bool = False
+    # An input replaced at the same path: run its jobs again as new jobs (else refused).
+    accept_changes: bool = False
     # Caps on what the server may send back (see README, "Limits and safety").
     max_response_mb: float = Field(16, gt=0, le=1024, allow_inf_nan=False)
     max_json_depth: int = Field(64, ge=8, le=10_000)

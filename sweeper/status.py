@@ -6,11 +6,13 @@ would do: which jobs it sends (and may bill) and which downloads it finishes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sweeper.integrity import DamagedImage, find_damaged_images
 from sweeper.journal import STATES, Journal
+from sweeper.planning import JobTally
 
 EXAMPLES = 3
 
@@ -34,6 +36,7 @@ class RunStatus:
     pending_downloads: int = 0
     live: bool = False
     damaged: tuple[DamagedImage, ...] = ()
+    tally: JobTally | None = None  # the spec's jobs, when `status --spec` gave one
     unanswered: int = field(init=False)
     to_send: int = field(init=False)
 
@@ -89,13 +92,37 @@ class RunStatus:
                 f"{self.pending_downloads} images were paid for but not downloaded: "
                 "a rerun fetches them"
             )
-        plural = "" if self.to_send == 1 else "s"
-        lines.append(f"a rerun would send {self.to_send} request{plural}")
+        if self.tally is not None:
+            from sweeper.display import tally_text
+
+            lines.append(f"the spec's jobs: {tally_text(self.tally)}")
+        to_send = self.to_send if self.tally is None else self.tally.to_send
+        plural = "" if to_send == 1 else "s"
+        lines.append(f"a rerun would send {to_send} request{plural}")
         return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """The status as plain data (what `status --json` prints)."""
+        return {
+            "counts": self.counts,
+            "images": self.images,
+            "failures": [asdict(group) for group in self.failures],
+            "pending_downloads": self.pending_downloads,
+            "live": self.live,
+            "damaged": [asdict(image) for image in self.damaged],
+            "unanswered": self.unanswered,
+            "to_send": self.to_send if self.tally is None else self.tally.to_send,
+            "spec": None if self.tally is None else asdict(self.tally),
+        }
 
 
 def run_status(
-    journal: Journal, run_dir: Path, *, live: bool = False, verify: bool = False
+    journal: Journal,
+    run_dir: Path,
+    *,
+    live: bool = False,
+    verify: bool = False,
+    tally: JobTally | None = None,
 ) -> RunStatus:
     """Read a run's status from its journal and its images; `live` when a run holds it now."""
     counts = {state: 0 for state in STATES} | journal.counts()
@@ -107,6 +134,7 @@ def run_status(
         pending_downloads=len(journal.pending_downloads()),
         live=live,
         damaged=tuple(find_damaged_images(journal, run_dir, full=verify)),
+        tally=tally,
     )
 
 

@@ -69,6 +69,7 @@ async def test_a_rerun_looks_up_states_batch_by_batch_not_all_at_once(tmp_path, 
     async with run_simulator(SimulatorConfig()) as sim:
         await run_sweep(spec, tmp_path / "run", sim.base_url)
         monkeypatch.setattr("sweeper.pool.FEED_BATCH", 4)
+        monkeypatch.setattr("sweeper.planning.STATES_BATCH", 4)
         asked: list[int] = []
         states_of = Journal.states_of
 
@@ -81,7 +82,7 @@ async def test_a_rerun_looks_up_states_batch_by_batch_not_all_at_once(tmp_path, 
         sent = feature_requests(sim)
         again = await run_sweep(spec, tmp_path / "run", sim.base_url)
         assert feature_requests(sim) == sent
-    assert asked == [4, 4, 4, 2]
+    assert asked == [4, 4, 4, 2] * 2  # the feeder, then the run's final tally
     assert again.requests_sent == 0 and again.this_run.skipped == 14 and again.outcome == "complete"
 
 
