@@ -72,6 +72,7 @@ from dataclasses import dataclass
 
 from sweeper.clock import Clock, MonotonicClock
 from sweeper.retry import MAX_RETRY_AFTER_S
+from sweeper.user_cache import UserCache
 
 logger = logging.getLogger("sweeper")
 
@@ -95,6 +96,8 @@ class PacingSettings:
     recovery_min: float = 4.0
     # The pool's own concurrency: the cap never goes above it.
     max_concurrency: int = 256
+    # Where the cap starts (a learned one), or None for max_concurrency.
+    concurrency_start: int | None = None
     concurrency_probe_s: float = 30.0
     concurrency_probe_max_s: float = 480.0
     # The pause for a 429 that cannot be answered with a cut; it doubles within a storm.
@@ -113,6 +116,44 @@ class PacingSettings:
             raise ValueError("decrease must be between 0 and 1")
         if self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if self.concurrency_start is not None and self.concurrency_start < 1:
+            raise ValueError("concurrency_start must be at least 1")
+
+
+def starting_settings(
+    *,
+    max_concurrency: int,
+    rpm_start: float | None,
+    cache: UserCache | None,
+    api_base: str,
+    api_key: str,
+) -> PacingSettings:
+    """Where a run's pacing starts: `run.rpm_start` if the spec sets it, else the rate
+    learned for this API base and key, else 60 a minute with a slow start."""
+    if rpm_start is not None:
+        return PacingSettings(rpm_start=rpm_start, max_concurrency=max_concurrency)
+    learned = cache.learned_rate(api_base, api_key) if cache is not None else None
+    if learned is None:
+        return PacingSettings(max_concurrency=max_concurrency)
+    return PacingSettings(
+        rpm_start=min(max(PacingSettings.rpm_min, learned.rpm), PacingSettings.rpm_max),
+        slow_start=not learned.capped,
+        max_concurrency=max_concurrency,
+        concurrency_start=learned.concurrency,
+    )
+
+
+def remember_pace(pacer: AdaptivePacer, cache: UserCache, api_base: str, api_key: str) -> None:
+    """Keep where the pacing ended for the next run with this API base and key."""
+    concurrency = pacer.current_concurrency
+    learned_cap = concurrency < pacer.settings.max_concurrency
+    cache.remember_rate(
+        api_base,
+        api_key,
+        rpm=round(pacer.current_rpm, 1),
+        concurrency=concurrency if learned_cap else None,
+        capped=pacer.capped,
+    )
 
 
 @dataclass(frozen=True)
@@ -130,7 +171,9 @@ class Dispatch:
 class AdaptivePacer:
     """Paces requests at a learned rate and caps them at a learned concurrency."""
 
-    def __init__(self, settings: PacingSettings | None = None, *, clock: Clock | None = None):
+    def __init__(
+        self, settings: PacingSettings | None = None, *, clock: Clock | None = None
+    ) -> None:
         self.settings = settings or PacingSettings()
         self._clock = clock or MonotonicClock()
         now = self._clock.now()
@@ -159,7 +202,8 @@ class AdaptivePacer:
         self.concurrency_cuts = 0
         self.rate_limited = 0
         # Concurrency cap and its slots.
-        self._concurrency = self.settings.max_concurrency
+        start = self.settings.concurrency_start or self.settings.max_concurrency
+        self._concurrency = min(start, self.settings.max_concurrency)
         self._holders = 0
         self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._concurrency_bound_at = float("-inf")

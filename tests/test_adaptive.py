@@ -17,8 +17,15 @@ from dataclasses import dataclass, field
 import pytest
 from virtual_time import LoopClock, run_in_virtual_time
 
-from sweeper.adaptive import AdaptivePacer, Dispatch, PacingSettings
+from sweeper.adaptive import (
+    AdaptivePacer,
+    Dispatch,
+    PacingSettings,
+    remember_pace,
+    starting_settings,
+)
 from sweeper.clock import FakeClock
+from sweeper.user_cache import UserCache
 
 # --- the rules, one at a time -------------------------------------------------------
 
@@ -257,6 +264,25 @@ async def test_concurrency_slots_are_first_come_first_served_and_survive_cancell
         pass  # both slots are free again
 
 
+def test_a_run_starts_from_the_spec_else_from_what_the_last_run_learned(tmp_path):
+    cache = UserCache(tmp_path)
+    where = {"api_base": "https://api.1min.ai", "api_key": "sk-one", "cache": cache}
+    fresh = starting_settings(max_concurrency=16, rpm_start=None, **where)
+    assert (fresh.rpm_start, fresh.slow_start, fresh.concurrency_start) == (60, True, None)
+
+    ended = PacingSettings(rpm_start=216, slow_start=False, max_concurrency=16, concurrency_start=4)
+    pacer = AdaptivePacer(ended)
+    remember_pace(pacer, cache, "https://api.1min.ai", "sk-one")
+    learned = starting_settings(max_concurrency=16, rpm_start=None, **where)
+    assert (learned.rpm_start, learned.slow_start, learned.concurrency_start) == (216, False, 4)
+    assert AdaptivePacer(learned).current_concurrency == 4
+
+    other_key = starting_settings(max_concurrency=16, rpm_start=None, **{**where, "api_key": "x"})
+    assert other_key.rpm_start == 60
+    spec = starting_settings(max_concurrency=16, rpm_start=120, **where)
+    assert (spec.rpm_start, spec.slow_start) == (120, True)
+
+
 def test_settings_are_checked():
     with pytest.raises(ValueError):
         PacingSettings(rpm_start=0)
@@ -264,6 +290,8 @@ def test_settings_are_checked():
         PacingSettings(decrease=1.0)
     with pytest.raises(ValueError):
         PacingSettings(max_concurrency=0)
+    with pytest.raises(ValueError):
+        PacingSettings(concurrency_start=0)
 
 
 def test_the_snapshot_says_what_run_json_records():
