@@ -4,8 +4,9 @@ The run must never cause the server to bill past the cap, so spending is counted
 before it happens: a request reserves its price (price × images asked) before it is
 sent, and its reservation is closed by what came back:
 
-- `settle(billed_images, used_credit)`: answered with a record (the API bills
-  records), spent at the current price;
+- `settle(billed_images, used_credit)`: answered SUCCESS, spent at the current price;
+- `failed_record(used_credit)`: answered with a record that is not SUCCESS; it may
+  have been billed, so it counts as spent in full;
 - `refused()`: answered with an error status (429, 4xx, 5xx): nothing billed;
 - `unanswered()`: no answer; it may have been billed, so it counts as spent in full.
 
@@ -82,10 +83,19 @@ class Reservation:
         self._open = True
 
     def settle(self, billed_images: int | None = None, used_credit: float | None = None) -> None:
-        """Answered with a record: `billed_images` (default: as reserved) were billed."""
+        """Answered SUCCESS: `billed_images` (default: as reserved) were billed."""
         billed = self.images if billed_images is None else billed_images
         if self._close():
-            self._budget._record_answer(billed, used_credit)
+            self._budget._record_answer(billed, used_credit, learn_from=billed)
+
+    def failed_record(self, used_credit: float | None = None) -> None:
+        """Answered with a record that is not SUCCESS: perhaps billed, so spent in full.
+
+        Its `usedCredit` is no evidence of the price (nothing says what it was charged),
+        only the total the next answer is compared with.
+        """
+        if self._close():
+            self._budget._record_answer(self.images, used_credit, learn_from=0)
 
     def refused(self) -> None:
         """Answered with an error status: the server billed nothing."""
@@ -250,10 +260,10 @@ class Budget:
                 return "budget"
         return None
 
-    def _record_answer(self, billed_images: int, used_credit: float | None) -> None:
+    def _record_answer(self, spent_images: int, used_credit: float | None, learn_from: int) -> None:
         self._spent_requests += 1
-        self._spent_images += max(0, billed_images)
-        if self._learner.observe(used_credit, billed_images):
+        self._spent_images += max(0, spent_images)
+        if self._learner.observe(used_credit, learn_from):
             assert self._learner.price is not None
             self._on_price_learned(self._learner.price)
         self._changed()

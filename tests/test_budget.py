@@ -133,6 +133,16 @@ async def test_an_unanswered_request_counts_as_spent_in_full():
     assert budget.spent_credits == 2800
 
 
+async def test_a_failed_record_is_spent_in_full_but_teaches_no_price():
+    budget = Budget(max_credits=2100)
+    (await budget.reserve()).settle(1, used_credit=1000)
+    (await budget.reserve()).failed_record(used_credit=1010)  # charged 10? or nothing?
+    assert budget.price is None
+    (await budget.reserve()).settle(1, used_credit=1710)
+    assert (budget.price, budget.spent_images, budget.spent_credits) == (700, 3, 2100)
+    assert await budget.reserve() is None
+
+
 async def test_a_request_is_reserved_at_the_price_of_every_image_it_asks_for():
     budget = Budget(max_credits=3000, price=700, price_source="spec")
     four = await budget.reserve(images=4)  # 2800
@@ -175,7 +185,7 @@ async def test_no_cap_never_waits_but_still_learns_the_price():
     assert (budget.price, budget.spent_credits, budget.stop_reason) == (3, 150, None)
 
 
-def test_the_spec_price_wins_then_this_runs_learned_price_then_the_cache(tmp_path):
+async def test_the_spec_price_wins_then_this_runs_learned_price_then_the_cache(tmp_path):
     cache = UserCache(tmp_path)
     spec = Budget.for_run(api_base=BASE, model=MODEL, credits_per_image=5, cache=cache)
     assert (spec.price, spec.price_source) == (5, "spec")
@@ -183,17 +193,17 @@ def test_the_spec_price_wins_then_this_runs_learned_price_then_the_cache(tmp_pat
 
     learning = Budget.for_run(api_base=BASE, model=MODEL, cache=cache)
     for used_credit in (100, 800):
-        learning._record_answer(1, used_credit)
+        (await learning.reserve()).settle(1, used_credit)
     assert cache.learned_price(BASE, MODEL) == 700
 
     cached = Budget.for_run(api_base=BASE, model=MODEL, cache=cache)
     assert (cached.price, cached.price_source) == (700, "cache")
     for used_credit in (0, 900):  # the price went up since
-        cached._record_answer(1, used_credit)
+        (await cached.reserve()).settle(1, used_credit)
     assert (cached.price, cached.price_source) == (900, "learned")
 
-    spec._record_answer(1, 0)
-    spec._record_answer(1, 700)
+    for used_credit in (0, 700):
+        (await spec.reserve()).settle(1, used_credit)
     assert (spec.price, spec.price_source, spec.learned_price) == (5, "spec", 700)
 
 
