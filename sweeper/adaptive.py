@@ -185,7 +185,7 @@ class AdaptivePacer:
         self._effective_at = float("-inf")
         self._last_growth_at = now
         self._started_at = now
-        self._first_send_at: float | None = None
+        self._first_send_at = float("inf")
         # A storm: 429s since the last reaction and before any success since, or None.
         self._storm_refusals: int | None = None
         self._storm_cause = ""
@@ -262,7 +262,7 @@ class AdaptivePacer:
                 if slot > now:
                     await self._clock.sleep(slot - now)
             except asyncio.CancelledError:
-                del self._reserved[ticket]  # its place stays counted: spacing still holds
+                self._reserved.pop(ticket, None)  # its place stays counted: spacing holds
                 raise
             held = self._reserved.pop(ticket, None) is not None
             if (
@@ -282,7 +282,7 @@ class AdaptivePacer:
         self._release_reservations(before=self._paused_until)
 
     def on_success(self, dispatch: Dispatch) -> None:
-        """The request was answered, and not with a 429: the rate it left at is fine."""
+        """The request succeeded: the pace it left at is fine."""
         if not self._settle(dispatch):
             return
         self._successes_at[dispatch.in_flight] += 1
@@ -313,7 +313,7 @@ class AdaptivePacer:
         elif cause == "concurrency":
             self._start_storm(cause, now)
             self._cut_concurrency(dispatch)
-        elif dispatch.sent_at - (self._first_send_at or 0.0) >= WINDOW_S:
+        elif dispatch.sent_at - self._first_send_at >= WINDOW_S:
             self._start_storm(cause, now)
             self._cut_rate(dispatch)
         else:
@@ -361,8 +361,7 @@ class AdaptivePacer:
             self._wake_slot_waiters()
 
     def _dispatch(self, slot: float) -> Dispatch:
-        if self._first_send_at is None:
-            self._first_send_at = slot
+        self._first_send_at = min(self._first_send_at, slot)
         self._seq += 1
         self._outstanding.add(self._seq)
         if len(self._outstanding) >= self._concurrency:

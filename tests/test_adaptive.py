@@ -157,6 +157,20 @@ async def test_a_waiting_caller_gives_its_old_slot_back_at_a_cut():
     assert later.sent_at >= accepted[-cap] + 60.0
 
 
+async def test_a_waiter_cancelled_after_a_cut_took_its_slot_back_leaves_cleanly():
+    clock = FakeClock()
+    pacer = AdaptivePacer(PacingSettings(rpm_start=100, slow_start=False), clock=clock)
+    await busy_minute(pacer, clock)
+    refused = await pacer.acquire()
+    waiting = asyncio.create_task(pacer.acquire())
+    await asyncio.sleep(0)
+    pacer.on_rate_limited(refused, retry_after=None)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await pacer.acquire()).in_flight == 1
+
+
 async def test_a_429_at_an_in_flight_level_never_proven_cuts_the_concurrency():
     clock = FakeClock()
     pacer = AdaptivePacer(PacingSettings(rpm_start=6000, max_concurrency=16), clock=clock)
