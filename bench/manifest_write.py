@@ -11,6 +11,7 @@ in a fresh child process RUNS times, as `sweeper run` does at the end of a run.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import tempfile
 import time
@@ -56,18 +57,18 @@ print(json.dumps({"rows": rows, "import_s": imported - started,
 
 
 def build_journal(run_dir: Path, rows: int) -> None:
-    from sweeper.grid import expand_jobs
+    from sweeper.expand import expand_jobs
     from sweeper.journal import Journal
     from sweeper.spec import load_spec
 
     spec = load_spec(write_spec(run_dir, rows // 100))
     with Journal.open(run_dir) as journal:
         journal.add_jobs(expand_jobs(spec), "http://127.0.0.1:1")
-        with journal.connection as db:
-            db.execute("BEGIN")
-            db.execute(FINISH_JOBS)
-            db.execute(ADD_OUTPUTS)
-            db.execute("COMMIT")
+    with sqlite3.connect(run_dir / "journal.sqlite", isolation_level=None) as db:
+        db.execute("BEGIN")
+        db.execute(FINISH_JOBS)
+        db.execute(ADD_OUTPUTS)
+        db.execute("COMMIT")
 
 
 def main() -> None:

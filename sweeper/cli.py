@@ -1,23 +1,32 @@
-"""The `sweeper` command line: parses options and calls the library, nothing more.
+"""The `sweeper` command line: each command parses options, calls the Python API, shows the result.
 
 Heavy modules (pandas, aiohttp, Pillow, rich) are imported inside each command so
-that `sweeper --help` starts fast.
+that `sweeper --help` starts fast. Exit codes: 0 all done, 1 some failed, 2 a
+user mistake (nothing sent), 3 aborted or stopped early, 4 an internal error
+(its traceback goes to crash.log).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import click
 
 from sweeper import __version__
+from sweeper.contract import API_KEY_ENV
 from sweeper.errors import AbortError, InterruptedRun, SweeperError, is_environment_error
 
-SPEC_ARG = click.Path(dir_okay=False, path_type=Path)
+INTERNAL_ERROR_EXIT = 4
+CRASH_LOG = "crash.log"
+# The spec loader says in one line what is wrong with a folder, a FIFO or a missing file.
+SPEC_ARG = click.Path(path_type=Path)
 RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
 max_jobs_option = click.option(
     "--max-jobs",
@@ -27,31 +36,89 @@ max_jobs_option = click.option(
     help="Refuse a spec that expands to more jobs than this (counted before expanding).",
 )
 
+offline_option = click.option(
+    "--offline",
+    is_flag=True,
+    help="Send to the built-in simulator on loopback instead of the API; needs no API key.",
+)
+
+
+def _finite(value: float | None) -> float | None:
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter("must be a finite number")
+    return value
+
 
 def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a SweeperError into one line on stderr and its exit code, never a traceback."""
+    """Turn every failure into one line on stderr and its exit code.
+
+    A mistake or an abort is its own message; a bug writes its traceback to
+    crash.log (in the run folder when there is one) and names that file.
+    """
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
         except SweeperError as error:
+            if error.result is not None:
+                from sweeper.display import print_summary
+
+                print_summary(error.result)
             click.echo(f"sweeper: error: {error}", err=True)
             sys.exit(error.exit_code)
         except KeyboardInterrupt:
             click.echo("\nsweeper: interrupted; finished work is kept", err=True)
             sys.exit(InterruptedRun.exit_code)
+        except BrokenPipeError:
+            _quiet_closed_pipe()
+            sys.exit(0)
         except Exception as error:
-            if not is_environment_error(error):
-                raise  # a bug: its traceback is what a report needs
+            if is_environment_error(error):
+                click.echo(
+                    f"sweeper: error: {error}; what was committed is kept. "
+                    "Fix this and run the same command again to go on",
+                    err=True,
+                )
+                sys.exit(AbortError.exit_code)
+            log = _write_crash_log(kwargs.get("run_dir") or kwargs.get("out_dir"))
             click.echo(
-                f"sweeper: error: {error}; what was committed is kept. "
-                "Fix this and run the same command again to go on",
+                f"sweeper: internal error: {type(error).__name__}: {_scrubbed(str(error))}; "
+                f"the traceback is in {log}; please report it",
                 err=True,
             )
-            sys.exit(AbortError.exit_code)
+            sys.exit(INTERNAL_ERROR_EXIT)
 
     return wrapper
+
+
+def _write_crash_log(run_dir: Path | None) -> Path:
+    """The current exception's full chained traceback, in DIR/crash.log or a temp file."""
+    text = _scrubbed(traceback.format_exc())
+    if run_dir is not None and Path(run_dir).is_dir():
+        target = Path(run_dir) / CRASH_LOG
+        try:
+            target.write_text(text, encoding="utf-8")
+            return target
+        except OSError:
+            pass
+    handle, name = tempfile.mkstemp(prefix="sweeper-crash-", suffix=".log")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    return Path(name)
+
+
+def _scrubbed(text: str) -> str:
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return text.replace(key, "***") if key else text
+
+
+def _quiet_closed_pipe() -> None:
+    """The reader went away (`sweeper plan ... | head`): say nothing, flush nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,10 +135,20 @@ def main() -> None:
       sweeper run sweeps/demo.yaml --offline
       sweeper report results/demo
     """
+    from sweeper.display import configure_logging
+
+    configure_logging()
 
 
 @main.command()
 @click.argument("spec_path", metavar="SPEC", type=SPEC_ARG)
+@click.option(
+    "--out",
+    "out_dir",
+    type=RUN_DIR_ARG,
+    default=None,
+    help="A run folder that already holds results: also say which jobs are done or new.",
+)
 @max_jobs_option
 @click.option(
     "--limit",
@@ -89,7 +166,7 @@ def main() -> None:
     help="How to print the plan.",
 )
 @reports_errors
-def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
+def plan(spec_path: Path, out_dir: Path | None, max_jobs: int, limit: int, fmt: str) -> None:
     """Validate SPEC and show the jobs it expands to, without sending anything.
 
     Prints the number of jobs and images, each axis and its values, the first
@@ -99,9 +176,28 @@ def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
     Example:
       sweeper plan sweeps/demo.yaml --limit 5
     """
-    from sweeper.plan import print_plan
+    import sweeper
 
-    print_plan(spec_path, max_jobs=max_jobs, limit=limit, fmt=fmt)
+    the_plan = sweeper.plan(spec_path, out_dir, max_jobs=max_jobs)
+    if fmt == "json":
+        import json
+
+        click.echo(json.dumps(the_plan.to_dict(limit), indent=2))
+    elif fmt == "csv":
+        _echo_csv(the_plan.first_jobs(limit))
+    else:
+        from sweeper.display import print_plan_table
+
+        print_plan_table(the_plan, limit)
+
+
+def _echo_csv(rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    if rows:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 @main.command()
@@ -113,11 +209,7 @@ def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
     default=None,
     help="Run directory. Default: results/<spec name>/. Rerunning into it resumes.",
 )
-@click.option(
-    "--offline",
-    is_flag=True,
-    help="Run against the built-in simulator on loopback; needs no API key.",
-)
+@offline_option
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 256),
@@ -128,7 +220,20 @@ def plan(spec_path: Path, max_jobs: int, limit: int, fmt: str) -> None:
     "--rpm",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
+    callback=lambda _ctx, _param, value: _finite(value),
     help="Requests per minute at most (overrides run.requests_per_minute).",
+)
+@click.option(
+    "--resend-unanswered",
+    is_flag=True,
+    help="Send again the jobs whose last request got no answer. Each may already have been "
+    "billed, so this may pay twice (run.resend_unanswered).",
+)
+@click.option(
+    "--resend-lost",
+    is_flag=True,
+    help="Buy again the jobs that were paid for but whose images could not be fetched "
+    "(run.resend_lost).",
 )
 @max_jobs_option
 @reports_errors
@@ -138,6 +243,8 @@ def run(
     offline: bool,
     concurrency: int | None,
     rpm: float | None,
+    resend_unanswered: bool,
+    resend_lost: bool,
     max_jobs: int,
 ) -> None:
     """Run every job of SPEC, download the images and write the manifest.
@@ -146,40 +253,80 @@ def run(
     ONEMIN_API_BASE (default https://api.1min.ai). Running the same spec into
     the same directory again resumes: finished jobs are never sent twice.
 
-    Exit codes: 0 all jobs succeeded, 1 some failed, 2 spec or usage error,
-    3 aborted (key rejected, out of credits, interrupted).
+    A request that got no answer may have been billed, and a job paid for whose
+    images could not be fetched is lost: neither is sent again unless you ask
+    (--resend-unanswered, --resend-lost). A rerun tries a lost job's live
+    links again for free.
+
+    Exit codes: 0 all jobs succeeded, 1 some failed, were lost or got no answer,
+    2 spec or usage error (nothing sent), 3 aborted (key rejected, out of
+    credits, interrupted), 4 internal error.
 
     \b
     Example:
       export ONEMIN_API_KEY=...
       sweeper run sweeps/demo.yaml --out results/demo-nightly
     """
-    from sweeper.sweep import RunOptions, run_from_cli
+    import sweeper
+    from sweeper.display import print_summary
 
-    options = RunOptions(
-        spec_path=spec_path,
-        out_dir=out_dir,
+    result = sweeper.run(
+        spec_path,
+        out_dir,
         offline=offline,
         concurrency=concurrency,
         requests_per_minute=rpm,
+        resend_unanswered=resend_unanswered or None,
+        resend_lost=resend_lost or None,
         max_jobs=max_jobs,
     )
-    sys.exit(run_from_cli(options))
+    print_summary(result)
+    click.echo(f"Images and manifest: {result.run_dir}/ (manifest.csv, manifest.parquet)")
+    sys.exit(result.exit_code)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Hash every image instead of checking sizes and times (slower, thorough).",
+)
+@reports_errors
+def status(run_dir: Path, verify: bool) -> None:
+    """Show how far the run in DIR got: counts, failures by error, what a rerun sends.
+
+    Also checks that every downloaded image is still on disk as recorded.
+    Works on a read-only folder and while a run is going.
+
+    \b
+    Example:
+      sweeper status results/demo --verify
+    """
+    import sweeper
+
+    lines = sweeper.open_run(run_dir).status(verify=verify).lines()
+    click.echo(f"run: {run_dir}")
+    for line in lines:
+        click.echo(line)
 
 
 @main.command()
 @click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
 @reports_errors
-def status(run_dir: Path) -> None:
-    """Show how far the run in DIR got: counts, failures by error, what a rerun sends.
+def repair(run_dir: Path) -> None:
+    """Rebuild the journal of DIR from its manifest.parquet, so nothing is bought again.
+
+    For a folder whose journal.sqlite was deleted or emptied: finished jobs are
+    done again, paid jobs whose image is gone are lost, and uploads are known.
 
     \b
     Example:
-      sweeper status results/demo
+      sweeper repair results/demo
     """
-    from sweeper.status import print_status
+    from sweeper.repair import repair_journal
 
-    print_status(run_dir)
+    click.echo(repair_journal(run_dir).describe())
 
 
 @main.command()
@@ -237,7 +384,12 @@ def serve(
         credit_limit=credit_limit,
         tiny_images=tiny_images,
     )
-    serve_forever(host, port, config)
+
+    def ready(base_url: str) -> None:
+        click.echo(f"Simulator listening on {base_url}")
+        click.echo(f"Point sweeper at it: ONEMIN_API_BASE={base_url}", err=True)
+
+    serve_forever(host, port, config, ready)
 
 
 @main.command()
@@ -275,11 +427,7 @@ def report(run_dir: Path, x_axis: str | None, y_axis: str | None, thumb: int) ->
     type=click.IntRange(min=0),
     help="Which output of the job to compare.",
 )
-@click.option(
-    "--offline",
-    is_flag=True,
-    help="Send the request to the built-in simulator instead of the API.",
-)
+@offline_option
 @reports_errors
 def reproduce(run_dir: Path, job_id: str, output_index: int, offline: bool) -> None:
     """Resend the exact recorded request of one job and compare the new image.
@@ -293,7 +441,10 @@ def reproduce(run_dir: Path, job_id: str, output_index: int, offline: bool) -> N
     """
     from sweeper.reproduce import reproduce_job
 
-    sys.exit(reproduce_job(run_dir, job_id, output_index=output_index, offline=offline))
+    reproduction = reproduce_job(run_dir, job_id, output_index=output_index, offline=offline)
+    for line in reproduction.lines():
+        click.echo(line)
+    sys.exit(reproduction.exit_code)
 
 
 @main.command()
@@ -319,3 +470,171 @@ def export(run_dir: Path, target: Path) -> None:
 
     rows = export_manifest(run_dir, target)
     click.echo(f"Wrote {rows} rows to {target}")
+
+
+rater_option = click.option(
+    "--rater", default=None, help="Your name in the votes table (default: your login name)."
+)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "--mode",
+    type=click.Choice(["pairs", "stars"]),
+    default="pairs",
+    show_default=True,
+    help="pairs: choose the better of two images that differ in one parameter; "
+    "stars: rate one image at a time.",
+)
+@click.option(
+    "--axis", help="Compare along this parameter only (default: each varied one in turn)."
+)
+@rater_option
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    help="Port on 127.0.0.1 (default: any free port).",
+)
+@click.option("--no-browser", is_flag=True, help="Print the address but do not open a browser.")
+@click.option("--blind", is_flag=True, help="Stars mode: hide the parameters until you have voted.")
+@reports_errors
+def review(
+    run_dir: Path,
+    mode: str,
+    axis: str | None,
+    rater: str | None,
+    port: int,
+    no_browser: bool,
+    blind: bool,
+) -> None:
+    """Vote on a run's images in your browser; every vote goes to DIR/journal.sqlite at once.
+
+    Pairs mode shows two images that differ in exactly one parameter, sides at
+    random and parameters hidden until you vote: keys ← / → choose, ↓ tie,
+    space skip, z undo. Stars mode shows one image: keys 1-5, f favourite,
+    space skip, z undo. The server listens on 127.0.0.1 only, and the address
+    it prints carries a secret token that every request must present.
+
+    \b
+    Example:
+      sweeper review results/demo --mode pairs --axis guidance --rater ana
+    """
+    import asyncio
+    import contextlib
+
+    from sweeper.review import serve_review
+    from sweeper.votes import Mode
+
+    def announce(url: str) -> None:
+        click.echo(f"Reviewing {run_dir} ({mode}); open {url}")
+        click.echo("Press Ctrl-C to stop. Every vote is already saved.", err=True)
+
+    chosen = cast("Mode", mode)  # click.Choice allows nothing else
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_review(
+                run_dir, chosen, axis, rater, port, blind, not no_browser, announce=announce
+            )
+        )
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.argument("file", metavar="FILE")
+@click.option("--stars", type=int, default=None, help="A rating from 1 to 5.")
+@click.option("--favourite", is_flag=True, help="Mark the image as a favourite.")
+@rater_option
+@reports_errors
+def rate(run_dir: Path, file: str, stars: int | None, favourite: bool, rater: str | None) -> None:
+    """Rate one image of DIR (FILE is its manifest `file` value or its path).
+
+    \b
+    Example:
+      sweeper rate results/demo images/683f0a8fd07d3e97_0.webp --stars 4 --rater ana
+    """
+    from sweeper.errors import SpecError
+    from sweeper.votes import record_favourite, record_stars
+
+    if (stars is None) == (not favourite):
+        raise SpecError("give either --stars N (1 to 5) or --favourite")
+    if stars is not None:
+        record_stars(run_dir, file, stars, rater)
+    else:
+        record_favourite(run_dir, file, rater)
+    _rewrite_manifest(run_dir)
+    click.echo(f"Recorded: {file} {'favourite' if favourite else f'{stars} stars'}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.argument("winner", metavar="WINNER_FILE")
+@click.argument("loser", metavar="LOSER_FILE")
+@click.option("--tie", is_flag=True, help="The two images are as good as each other.")
+@rater_option
+@reports_errors
+def prefer(run_dir: Path, winner: str, loser: str, tie: bool, rater: str | None) -> None:
+    """Record that WINNER_FILE is better than LOSER_FILE (or, with --tie, as good).
+
+    The vote counts for the ranking of the one parameter the two images differ
+    in; images that differ in several parameters count for none.
+
+    \b
+    Example:
+      sweeper prefer results/demo images/a_0.webp images/b_0.webp --rater ana
+    """
+    import sweeper
+    from sweeper.ranking import pair_axis
+    from sweeper.votes import record_preference
+
+    record_preference(run_dir, winner, loser, tie=tie, rater=rater)
+    axis = pair_axis(sweeper.open_run(run_dir).manifest(), winner, loser)
+    _rewrite_manifest(run_dir)
+    relation = "ties with" if tie else "beats"
+    counts = (
+        f"counts for the ranking of {axis}"
+        if axis
+        else "differs in several parameters, so it counts for no ranking"
+    )
+    click.echo(f"Recorded: {winner} {relation} {loser}; the vote {counts}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@rater_option
+@click.option("--undo", is_flag=True, help="Take back the latest vote (of --rater, if given).")
+@reports_errors
+def votes(run_dir: Path, rater: str | None, undo: bool) -> None:
+    """List the votes cast on DIR's images, or take back the latest one.
+
+    \b
+    Example:
+      sweeper votes results/demo --rater ana --undo
+    """
+    from sweeper.votes import list_votes, undo_last
+
+    if undo:
+        removed = undo_last(run_dir, rater)
+        if removed is None:
+            click.echo("no vote to undo")
+            return
+        _rewrite_manifest(run_dir)
+        click.echo(
+            f"Took back vote {removed.id}: {removed.mode} {removed.choice} on {removed.file}"
+        )
+        return
+    frame = list_votes(run_dir, rater)
+    if frame.empty:
+        click.echo("no votes yet")
+        return
+    click.echo(frame.to_string(index=False))
+
+
+def _rewrite_manifest(run_dir: Path) -> None:
+    """The manifest carries the vote columns: bring it up to date with the journal."""
+    from sweeper.journal import Journal
+    from sweeper.manifest import write_manifest
+
+    with Journal.open_existing(run_dir) as journal:
+        write_manifest(journal, run_dir)

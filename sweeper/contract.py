@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sweeper.errors import SpecError
+
 MODEL = "black-forest-labs/flux-depth-dev"
 FEATURE_TYPE = "IMAGE_EDITOR"
 DEFAULT_API_BASE = "https://api.1min.ai"
@@ -67,7 +69,8 @@ class Param:
             value = int(value)
         else:
             value = float(value)
-        if not self.minimum <= value <= self.maximum:  # type: ignore[operator]
+        assert self.minimum is not None and self.maximum is not None  # numbers have bounds
+        if not self.minimum <= value <= self.maximum:
             return None
         return value
 
@@ -106,6 +109,23 @@ PARAMS: dict[str, Param] = {
 }
 """Every promptObject field except `imageUrl`, in the order the contract lists them."""
 
+IMAGE = "image"
+"""The spec's name for the input image; the request sends its asset path as `imageUrl`."""
+
+PARAMETER_NAMES: tuple[str, ...] = (IMAGE, *PARAMS)
+"""Every parameter a spec can set, in the order manifests, reports and plans show them."""
+
+ALIASES = {"steps": "num_inference_steps", "quality": "output_quality"}
+"""Short names a spec (and `report --x`) may use for long parameter names."""
+
+SHORT_NAMES = {name: alias for alias, name in ALIASES.items()}
+
+
+def canonical_name(name: str) -> str:
+    """The parameter `name` stands for, aliases resolved."""
+    return ALIASES.get(name, name)
+
+
 REQUIRED = ("prompt",)
 IMAGE_FIELD = "imageUrl"
 EXTENSIONS = {"webp": "webp", "jpg": "jpg", "png": "png"}
@@ -118,3 +138,14 @@ def image_size(megapixels: str, aspect: float = 1.0) -> tuple[int, int]:
     height = (pixels / aspect) ** 0.5
     width = height * aspect
     return max(16, round(width / 16) * 16), max(16, round(height / 16) * 16)
+
+
+def check_api_key(key: str) -> str:
+    """The key as sent in a header; refused before any request if it cannot be one."""
+    if any(char in key for char in "\r\n"):
+        raise SpecError("the API key contains a line break; check ONEMIN_API_KEY")
+    if any(ord(char) < 32 or ord(char) == 127 for char in key):
+        raise SpecError("the API key contains a control character; check ONEMIN_API_KEY")
+    if not key.isascii():
+        raise SpecError("the API key contains a non-ASCII character; check ONEMIN_API_KEY")
+    return key

@@ -7,54 +7,92 @@
     │   ├── CreditsError    the account is out of credits
     │   ├── UploadFailed    an input image could not be uploaded, so no job can run
     │   ├── ApiUnavailable  job after job gave up on transient failures: an outage
+    │   ├── ApiRedirected   the API answered a redirect, which would carry the key away
     │   └── InterruptedRun  the user pressed Ctrl-C or the process got SIGTERM
     ├── TransientError      a failure worth retrying (5xx, 429, reset, timeout)
-    │   └── RateLimited     a 429; carries the server's Retry-After, if any
+    │   ├── RateLimited     a 429; carries the server's Retry-After, if any
+    │   ├── NotSent         the request never reached the server: resend freely
+    │   └── Unanswered      the request was written, no answer came: maybe billed
     └── JobError            this one job failed for good; the run goes on
 
-Messages never contain the API key. `is_environment_error` tells the machine's
-failures (a full disk, a permission, a broken database) from bugs.
+Messages never contain the API key. An error that ended a run carries that
+run's `RunResult` as `.result` (None otherwise); an `AbortError`'s `reason` is
+the code run.json records. `is_environment_error` tells the machine's failures
+(a full disk, a permission, a broken database) from bugs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sweeper.run_result import RunResult
 
 
 class SweeperError(Exception):
     """Base of every error sweeper raises on purpose."""
 
     exit_code = 1
+    result: RunResult | None = None
 
 
 class SpecError(SweeperError):
-    """The spec file or a command-line value is wrong; nothing was sent."""
+    """The spec file or a command-line value is wrong; nothing was sent.
+
+    `problems` lists every problem found, one self-contained line each
+    (`<file>: line L, column C: <field>: <what is wrong>`); `str(error)` is that line
+    when there is one, else a count followed by the problems, one per line.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) or [message]
 
 
 class AbortError(SweeperError):
     """The run cannot go on; finished work is kept."""
 
     exit_code = 3
+    reason = "environment"
 
 
 class AuthError(AbortError):
     """The API key is missing or the API rejected it (401/403)."""
 
+    reason = "auth"
+
 
 class CreditsError(AbortError):
     """The account has run out of credits (402 or a credits message)."""
+
+    reason = "credits"
 
 
 class UploadFailed(AbortError):
     """Every attempt to upload an input image failed: the API is down or unreachable."""
 
+    reason = "upload_failed"
+
 
 class ApiUnavailable(AbortError):
     """Several jobs in a row exhausted their attempts: the API is down or unreachable."""
 
+    reason = "too_many_failures"
+
+
+class ApiRedirected(AbortError):
+    """The API answered 3xx: following it would send the key to another host."""
+
+    reason = "redirect"
+
 
 class InterruptedRun(AbortError):
     """The user stopped the run (SIGINT/SIGTERM)."""
+
+    reason = "signal"
 
 
 class TransientError(SweeperError):
@@ -67,6 +105,14 @@ class RateLimited(TransientError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class NotSent(TransientError):
+    """The request never reached the server (connect error or timeout): resend freely."""
+
+
+class Unanswered(TransientError):
+    """The request was written but no readable answer came: it may have been billed."""
 
 
 class JobError(SweeperError):

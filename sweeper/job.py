@@ -1,4 +1,4 @@
-"""The unit of work: one fully specified edit request, and its stable id.
+"""The unit of work: one fully specified edit request, its stable id, and its outputs.
 
 A job's id is a short hash of the canonical request it sends (model, every
 parameter with defaults filled in, and the input image's sha256 instead of its
@@ -35,6 +35,15 @@ class ImageRef:
     @property
     def is_local(self) -> bool:
         return self.local_path is not None
+
+
+@dataclass(frozen=True)
+class RemoteOutput:
+    """One image of a paid edit, as the API answered: where it is stored, where to fetch it."""
+
+    index: int
+    remote_path: str
+    url: str
 
 
 @dataclass(frozen=True)

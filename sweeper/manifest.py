@@ -4,57 +4,96 @@ Built from the journal with one SQL join, written as `DIR/manifest.csv` and
 `DIR/manifest.parquet` (real types kept), each replaced atomically so a reader
 never sees half a file. `export_manifest` writes the same table anywhere.
 
-The two files are written together, streaming: rows are read in batches of
-BATCH_ROWS, typed once with pyarrow, and appended to both (the Parquet file in
-row groups of ROW_GROUP_ROWS), so a manifest of any size needs the memory of a
-few batches, not of a pandas frame of the whole run.
-`manifest_frame` is the same table as one pandas frame, for the report.
+Each column's type is defined once, in COLUMN_KINDS; the Arrow schema, the
+pandas dtypes and the CSV spelling all follow from it. The two files are written
+together, streaming: rows are read in batches of BATCH_ROWS, typed once with
+pyarrow, and appended to both (the Parquet file in row groups of
+ROW_GROUP_ROWS), so a manifest of any size needs the memory of a few batches,
+not of a pandas frame of the whole run. `manifest_frame` is the same table as
+one pandas frame, typed the same way, so it equals `read_parquet` of the file.
 """
 
 from __future__ import annotations
 
 import queue
-import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, closing, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweeper.contract import PARAMS
+from sweeper.atomic import replacing
+from sweeper.contract import IMAGE, PARAMS
 from sweeper.errors import SpecError
 from sweeper.journal import Journal
+from sweeper.run_folder import MANIFEST_CSV, MANIFEST_PARQUET
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-COLUMNS = [
-    "job_id", "output_index", "status", "file", "sha256", "bytes", "width", "height",
-    "prompt", "image", "image_sha256", "asset_path", "seed", "guidance",
-    "num_inference_steps", "output_quality", "megapixels", "format", "num_outputs",
-    "go_fast", "disable_safety_checker", "model", "api_base", "record_uuid", "remote_path",
-    "attempts", "error", "submitted_at", "finished_at", "latency_s", "request_json",
-]  # fmt: skip
+TEXT, INT, NULLABLE_INT, FLOAT, BOOL, TIME = "text", "int", "nullable int", "float", "bool", "time"
+NULLABLE_BOOL = "nullable bool"
+_PARAMETER_KINDS = {int: INT, float: FLOAT, bool: BOOL, str: TEXT}
 
-PARAM_SELECT = ", ".join(f"j.{name}" for name in PARAMS if name != "prompt")
+COLUMN_KINDS: dict[str, str] = {
+    "job_id": TEXT,
+    "output_index": NULLABLE_INT,
+    "status": TEXT,
+    "file": TEXT,
+    "sha256": TEXT,
+    "bytes": NULLABLE_INT,
+    "width": NULLABLE_INT,
+    "height": NULLABLE_INT,
+    IMAGE: TEXT,
+    **{name: _PARAMETER_KINDS[param.kind] for name, param in PARAMS.items()},
+    "image_sha256": TEXT,
+    "asset_path": TEXT,
+    "model": TEXT,
+    "api_base": TEXT,
+    "record_uuid": TEXT,
+    "remote_path": TEXT,
+    "attempts": NULLABLE_INT,
+    "unanswered_attempts": NULLABLE_INT,
+    "error": TEXT,
+    "submitted_at": TIME,
+    "finished_at": TIME,
+    "latency_s": FLOAT,
+    "link_expires_at": TIME,
+    "request_json": TEXT,
+}
+"""Every manifest column the journal's query gives, in order, with its kind."""
+
+VOTE_KINDS: dict[str, str] = {
+    "stars_mean": FLOAT,
+    "stars_n": NULLABLE_INT,
+    "favourite": NULLABLE_BOOL,
+    "pref_wins": NULLABLE_INT,
+    "pref_losses": NULLABLE_INT,
+    "pref_ties": NULLABLE_INT,
+}
+"""People's votes on each image (see sweeper.votes): empty where there are none."""
+
+QUERY_COLUMNS = list(COLUMN_KINDS)
+COLUMN_KINDS |= VOTE_KINDS
+COLUMNS = list(COLUMN_KINDS)
+TEXT_COLUMNS = tuple(name for name, kind in COLUMN_KINDS.items() if kind == TEXT)
 
 QUERY = f"""
 SELECT j.job_id, coalesce(o.output_index, 0) AS output_index,
     CASE WHEN o.status = 'done' THEN 'succeeded'
+         WHEN j.state IN ('lost', 'unanswered') THEN j.state
          WHEN o.status = 'failed' OR j.state = 'failed' THEN 'failed'
          ELSE 'pending' END AS status,
     o.file, o.sha256, o.bytes, o.width, o.height,
-    j.prompt, j.image_given AS image, j.image_sha256, j.asset_path, {PARAM_SELECT},
-    j.model, j.api_base, j.record_uuid, o.remote_path, j.attempts,
-    coalesce(o.error, j.error) AS error, j.submitted_at, j.finished_at, j.latency_s,
-    j.request_json
+    j.image_given AS {IMAGE}, {", ".join(f"j.{name}" for name in PARAMS)},
+    j.image_sha256, j.asset_path, j.model, j.api_base, j.record_uuid, o.remote_path,
+    j.attempts, j.unanswered_attempts, coalesce(o.error, j.error) AS error, j.submitted_at,
+    j.finished_at, j.latency_s, o.expires_at AS link_expires_at, j.request_json
 FROM jobs j LEFT JOIN outputs o USING (job_id)
 ORDER BY j.idx, o.output_index
 """
 
-NULLABLE_INTS = ("bytes", "width", "height", "attempts", "output_index")
-TEXT_COLUMNS = ("file", "sha256", "asset_path", "record_uuid", "remote_path", "error")
 EXPORT_SUFFIXES = (".csv", ".parquet", ".jsonl")
 # Rows per read: the query's rows are Python tuples of ~1 KB each (request_json is most
 # of it), so up to READ_AHEAD + 2 batches in memory stay a few tens of MB at any size.
@@ -62,33 +101,42 @@ BATCH_ROWS = 5_000
 READ_AHEAD = 2
 # Rows per Parquet row group, gathered from several typed batches.
 ROW_GROUP_ROWS = 20_000
-PLAIN_INTS = ("seed", "num_inference_steps", "output_quality", "num_outputs")
-BOOL_COLUMNS = ("go_fast", "disable_safety_checker")
-FLOAT_COLUMNS = ("guidance", "latency_s")
-TIME_COLUMNS = ("submitted_at", "finished_at")
 # Arrow's %S carries the fraction: 2025-10-27T08:43:17.647000Z, as pandas wrote it.
 CSV_TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# Kinds the CSV spells itself, the way pandas would: True/False, 1.0, ISO times with a Z.
+SPELLED_KINDS = (TIME, BOOL, FLOAT)
 
 
 def manifest_frame(journal: Journal) -> pd.DataFrame:
-    """The manifest table, typed: ints, floats, bools, UTC timestamps, text."""
+    """The manifest table as one pandas frame, with the same dtypes `read_parquet` gives."""
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    text_schema = csv_schema(schema)
+    votes = vote_values(journal)
+    batches = [
+        _typed_batch(rows, order, schema, text_schema, votes)[0]
+        for order, rows in _row_batches(journal)
+    ]
+    return pa.Table.from_batches(batches, schema=schema).to_pandas()
+
+
+def vote_values(journal: Journal) -> dict[str, tuple]:
+    """Each voted-on image's vote columns, in VOTE_KINDS order (None where empty)."""
     import pandas as pd
 
-    frame = pd.read_sql_query(QUERY, journal.connection)
-    for name in NULLABLE_INTS:
-        frame[name] = frame[name].astype("Int64")
-    for name in PLAIN_INTS:
-        frame[name] = frame[name].astype("int64")
-    for name in BOOL_COLUMNS:
-        frame[name] = frame[name].astype(bool)
-    for name in FLOAT_COLUMNS:
-        frame[name] = frame[name].astype("float64")
-    for name in TIME_COLUMNS:
-        frame[name] = _utc_micros(frame[name])
-    for name in TEXT_COLUMNS:
-        frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
-    frame["megapixels"] = frame["megapixels"].astype(str)
-    return frame[COLUMNS]
+    from sweeper.ranking import manifest_vote_columns
+    from sweeper.votes import list_votes
+
+    votes = list_votes(journal.path.parent)
+    if votes.empty:
+        return {}
+    files = pd.concat([votes["file"], votes["other_file"].dropna()]).astype(object)
+    columns = manifest_vote_columns(pd.DataFrame({"file": files.drop_duplicates()}), votes)
+    return {
+        row["file"]: tuple(None if pd.isna(row[name]) else row[name] for name in VOTE_KINDS)
+        for row in columns.to_dict("records")
+    }
 
 
 def _utc_micros(seconds: pd.Series) -> pd.Series:
@@ -100,55 +148,45 @@ def _utc_micros(seconds: pd.Series) -> pd.Series:
 
 def write_manifest(journal: Journal, run_dir: Path) -> int:
     """Write DIR/manifest.csv and DIR/manifest.parquet from the journal; returns rows."""
-    return write_streaming(journal, [run_dir / "manifest.csv", run_dir / "manifest.parquet"])
+    return write_streaming(journal, [run_dir / MANIFEST_CSV, run_dir / MANIFEST_PARQUET])
 
 
 def write_streaming(journal: Journal, targets: list[Path]) -> int:
-    """Write the manifest to each .csv / .parquet target batch by batch; returns rows."""
-    schema = arrow_schema()
-    partials = [target.with_name(f".{target.name}.part") for target in targets]
-    try:
-        rows = _write_partials(journal, targets, partials, schema)
-    except BaseException:
-        for partial in partials:  # a full disk should not also keep half-written files
-            with suppress(OSError):
-                partial.unlink(missing_ok=True)
-        raise
-    for partial, target in zip(partials, targets, strict=True):
-        partial.replace(target)
-    return rows
+    """Write the manifest to each .csv / .parquet target batch by batch; returns rows.
 
-
-def _write_partials(
-    journal: Journal, targets: list[Path], partials: list[Path], schema: pa.Schema
-) -> int:
+    Every target is replaced only once all of them are complete; on an error (a full
+    disk) none is, and no partial file is left behind.
+    """
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
+    schema = arrow_schema()
     text_schema = csv_schema(schema)
     no_header = pa_csv.WriteOptions(include_header=False)
     rows = 0
-    with ExitStack() as stack:
-        csv_writers, parquet_writers = [], []
-        for target, partial in zip(targets, partials, strict=True):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if checked_suffix(target) == ".csv":
-                sink = stack.enter_context(partial.open("wb"))
-                sink.write((",".join(COLUMNS) + "\n").encode())  # unquoted, as before
-                writer = pa_csv.CSVWriter(sink, text_schema, write_options=no_header)
-                csv_writers.append(stack.enter_context(writer))
-            else:
-                parquet_writers.append(stack.enter_context(pq.ParquetWriter(partial, schema)))
-        group: list[pa.RecordBatch] = []  # typed rows waiting for their Parquet row group
-        for order, batch in _row_batches(journal):
-            typed, text = _typed_batch(batch, order, schema, text_schema)
-            for csv_writer in csv_writers:
-                csv_writer.write_batch(text)
-            group.append(typed)
-            rows += len(batch)
-            if sum(map(len, group)) >= ROW_GROUP_ROWS:
-                _write_row_group(parquet_writers, group)
-        _write_row_group(parquet_writers, group)
+    with ExitStack() as renames:
+        partials = [renames.enter_context(replacing(target)) for target in targets]
+        with ExitStack() as writers:
+            csv_writers, parquet_writers = [], []
+            for target, partial in zip(targets, partials, strict=True):
+                if checked_suffix(target) == ".csv":
+                    sink = writers.enter_context(partial.open("wb"))
+                    sink.write((",".join(COLUMNS) + "\n").encode())  # unquoted, as before
+                    writer = pa_csv.CSVWriter(sink, text_schema, write_options=no_header)
+                    csv_writers.append(writers.enter_context(writer))
+                else:
+                    parquet_writers.append(writers.enter_context(pq.ParquetWriter(partial, schema)))
+            group: list[pa.RecordBatch] = []  # typed rows waiting for their Parquet row group
+            votes = vote_values(journal)
+            for order, batch in _row_batches(journal):
+                typed, text = _typed_batch(batch, order, schema, text_schema, votes)
+                for csv_writer in csv_writers:
+                    csv_writer.write_batch(text)
+                group.append(typed)
+                rows += len(batch)
+                if sum(map(len, group)) >= ROW_GROUP_ROWS:
+                    _write_row_group(parquet_writers, group)
+            _write_row_group(parquet_writers, group)
     return rows
 
 
@@ -177,11 +215,10 @@ def _row_batches(journal: Journal) -> Iterator[tuple[list[int], list[tuple]]]:
 
     def read() -> None:
         try:
-            uri = f"{journal.path.resolve().as_uri()}?mode=ro"
-            with closing(sqlite3.connect(uri, uri=True)) as db:
+            with closing(journal.reader()) as db:
                 cursor = db.execute(QUERY)
                 names = [column[0] for column in cursor.description]
-                order = [names.index(name) for name in COLUMNS]
+                order = [names.index(name) for name in QUERY_COLUMNS]
                 while not done.is_set() and (batch := cursor.fetchmany(BATCH_ROWS)):
                     batches.put((order, batch))
         except BaseException as error:
@@ -205,9 +242,14 @@ def _row_batches(journal: Journal) -> Iterator[tuple[list[int], list[tuple]]]:
 
 
 def _typed_batch(
-    rows: list[tuple], order: list[int], schema: pa.Schema, text_schema: pa.Schema
+    rows: list[tuple],
+    order: list[int],
+    schema: pa.Schema,
+    text_schema: pa.Schema,
+    votes: dict[str, tuple],
 ) -> tuple[pa.RecordBatch, pa.RecordBatch]:
-    """Query rows (their columns in `order` give COLUMNS), typed, and as the CSV shows them.
+    """Query rows (their columns in `order` give QUERY_COLUMNS) and their files' vote
+    columns from `votes`, typed, and as the CSV shows them.
 
     The CSV keeps pandas' spelling of the same values: True/False, Python's float
     repr (1.0, not 1), and ISO timestamps with microseconds and a Z.
@@ -217,16 +259,25 @@ def _typed_batch(
     import pyarrow.compute as pc
 
     by_query = list(zip(*rows, strict=True))
+    files = by_query[order[QUERY_COLUMNS.index("file")]]
+    no_votes = (None,) * len(VOTE_KINDS)
+    by_vote = list(zip(*(votes.get(file, no_votes) for file in files), strict=True))
     typed, text = [], []
-    for name in COLUMNS:
-        values = by_query[order[len(typed)]]
-        if name in TIME_COLUMNS:  # seconds since the epoch, converted as manifest_frame does
+    for position, (name, kind) in enumerate(COLUMN_KINDS.items()):
+        if position < len(QUERY_COLUMNS):
+            values = by_query[order[position]]
+        else:
+            values = by_vote[position - len(QUERY_COLUMNS)]
+        if kind == TIME:  # seconds since the epoch
             array = pa.array(_utc_micros(pd.Series(values, dtype="float64")))
             shown = pc.strftime(array, format=CSV_TIME_FORMAT)
-        elif name in BOOL_COLUMNS:  # SQLite keeps 0/1
+        elif kind == BOOL:  # SQLite keeps 0/1
             array = pa.array([bool(value) for value in values], pa.bool_())
             shown = pc.if_else(array, "True", "False")
-        elif name in FLOAT_COLUMNS:
+        elif kind == NULLABLE_BOOL:
+            array = pa.array(values, pa.bool_())
+            shown = pc.if_else(array, "True", "False")
+        elif kind == FLOAT:
             array = pa.array(values, pa.float64())
             shown = pa.array([None if v is None else repr(v) for v in values], pa.string())
         else:
@@ -243,8 +294,9 @@ def csv_schema(schema: pa.Schema) -> pa.Schema:
     """The columns the CSV writer gets: the typed ones, with those we spell ourselves as text."""
     import pyarrow as pa
 
-    spelled = {*TIME_COLUMNS, *BOOL_COLUMNS, *FLOAT_COLUMNS}
-    return pa.schema([(f.name, pa.string() if f.name in spelled else f.type) for f in schema])
+    return pa.schema(
+        [(f.name, pa.string() if COLUMN_KINDS[f.name] in SPELLED_KINDS else f.type) for f in schema]
+    )
 
 
 def arrow_schema() -> pa.Schema:
@@ -252,31 +304,36 @@ def arrow_schema() -> pa.Schema:
     import pandas as pd
     import pyarrow as pa
 
-    types: dict[str, tuple[pa.DataType, str]] = {name: (pa.string(), "object") for name in COLUMNS}
-    types |= {name: (pa.int64(), "Int64") for name in NULLABLE_INTS}
-    types |= {name: (pa.int64(), "int64") for name in PLAIN_INTS}
-    types |= {name: (pa.bool_(), "bool") for name in BOOL_COLUMNS}
-    types |= {name: (pa.float64(), "float64") for name in FLOAT_COLUMNS}
-    types |= {name: (pa.timestamp("us", tz="UTC"), "datetime64[us, UTC]") for name in TIME_COLUMNS}
-    empty = pd.DataFrame({name: pd.Series([], dtype=types[name][1]) for name in COLUMNS})
+    types: dict[str, tuple[pa.DataType, str]] = {
+        TEXT: (pa.string(), "object"),
+        INT: (pa.int64(), "int64"),
+        NULLABLE_INT: (pa.int64(), "Int64"),
+        FLOAT: (pa.float64(), "float64"),
+        BOOL: (pa.bool_(), "bool"),
+        NULLABLE_BOOL: (pa.bool_(), "boolean"),
+        TIME: (pa.timestamp("us", tz="UTC"), "datetime64[us, UTC]"),
+    }
+    empty = pd.DataFrame(
+        {name: pd.Series([], dtype=types[kind][1]) for name, kind in COLUMN_KINDS.items()}
+    )
     metadata = pa.Schema.from_pandas(empty, preserve_index=False).metadata
-    return pa.schema([(name, types[name][0]) for name in COLUMNS], metadata=metadata)
+    return pa.schema(
+        [(name, types[kind][0]) for name, kind in COLUMN_KINDS.items()], metadata=metadata
+    )
 
 
 def write_jsonl(frame: pd.DataFrame, target: Path) -> None:
-    """Write `frame` as JSON lines to a temporary name beside `target`, then rename it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.part")
-    # pandas' defaults would cut timestamps to milliseconds and floats to 10 decimals.
-    frame.to_json(
-        partial,
-        orient="records",
-        lines=True,
-        date_format="iso",
-        date_unit="us",
-        double_precision=15,
-    )
-    partial.replace(target)
+    """Write `frame` as JSON lines, replacing `target` atomically."""
+    with replacing(target) as partial:
+        # pandas' defaults would cut timestamps to milliseconds and floats to 10 decimals.
+        frame.to_json(
+            partial,
+            orient="records",
+            lines=True,
+            date_format="iso",
+            date_unit="us",
+            double_precision=15,
+        )
 
 
 def export_manifest(run_dir: Path, target: Path) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,8 +22,9 @@ from PIL import Image, ImageChops, ImageStat
 from sweeper.errors import AbortError, JobError, SpecError, TransientError
 from sweeper.journal import Journal
 from sweeper.retry import RetryPolicy
+from sweeper.run_folder import REPRODUCE_DIR
 
-REPRODUCE_DIR = "reproduce"
+logger = logging.getLogger("sweeper")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,27 @@ class Comparison:
         )
 
 
+@dataclass(frozen=True)
+class Reproduction:
+    """A job sent again: where its new image is, and how it compares with the original."""
+
+    job_id: str
+    output_index: int
+    new_image: Path
+    comparison: Comparison
+
+    @property
+    def exit_code(self) -> int:
+        """0 when the new image is identical to the original, 1 when it differs."""
+        return 0 if self.comparison.identical else 1
+
+    def lines(self) -> list[str]:
+        return [
+            f"job {self.job_id} output {self.output_index}: {self.comparison.describe()}",
+            f"new image: {self.new_image}",
+        ]
+
+
 def reproduce_job(
     run_dir: Path,
     job_id: str,
@@ -60,8 +82,8 @@ def reproduce_job(
     output_index: int = 0,
     offline: bool,
     retry_policy: RetryPolicy | None = None,
-) -> int:
-    """Rerun the job's recorded request; exit code 0 if the image is identical, 1 if not.
+) -> Reproduction:
+    """Rerun the job's recorded request and compare its image with the original.
 
     Raises AbortError (exit 3) when no new image could be had at all.
     """
@@ -73,9 +95,7 @@ def reproduce_job(
     except (JobError, TransientError) as error:
         # Exit 1 means "the image differs"; having no new image at all is another outcome.
         raise AbortError(f"could not reproduce job {recorded.job_id}: {error}") from None
-    print(f"job {recorded.job_id} output {output_index}: {comparison.describe()}")
-    print(f"new image: {run_dir / recorded.new_file}")
-    return 0 if comparison.identical else 1
+    return Reproduction(recorded.job_id, output_index, run_dir / recorded.new_file, comparison)
 
 
 @dataclass(frozen=True)
@@ -145,10 +165,10 @@ async def _reproduce(
 ) -> Comparison:
     import aiohttp
 
-    from sweeper.attempts import Attempts
     from sweeper.client import ApiClient
     from sweeper.downloads import download_output
-    from sweeper.ratelimit import RateLimiter
+    from sweeper.pacing import RateLimiter
+    from sweeper.retry import Attempts
 
     attempts = Attempts(policy, RateLimiter(None))
     target_for = _target_for(recorded, input_data)
@@ -168,15 +188,13 @@ async def _reproduce(
 @asynccontextmanager
 async def _target_for(recorded: RecordedJob, input_data: bytes | None) -> AsyncIterator[Any]:
     """The real API from the environment, or (given the input's bytes) a fresh simulator."""
-    from sweeper.sweep import OFFLINE_KEY, ApiTarget, api_target_from_env
+    from sweeper.execute import OFFLINE_KEY, ApiTarget, api_target_from_env
 
     if input_data is None:
         target = api_target_from_env()
         if target.base != recorded.api_base:
-            print(
-                f"sweeper: note: this job ran against {recorded.api_base}; "
-                f"now sending to {target.base}",
-                file=sys.stderr,
+            logger.info(
+                "note: this job ran against %s; now sending to %s", recorded.api_base, target.base
             )
         yield target
         return

@@ -1,15 +1,28 @@
-"""When to try again: exponential backoff with full jitter, and `Retry-After`.
+"""Retrying, as the contract's error table asks: when to try again, and the loop that does.
 
-Pure functions of the attempt number, a seeded random generator and what the
-server said; the retry loop itself lives in `sweeper.attempts`.
+`RetryPolicy` and `parse_retry_after` are pure functions of the attempt number, a
+seeded random generator and what the server said: exponential backoff with full
+jitter, or exactly the `Retry-After` the server gave. `Attempts` is the loop:
+transient failures wait their backoff; a 429 pauses the whole pool through the
+shared pacer (so every worker slows down, not just the one that was told);
+anything else propagates at once. Time and randomness are injected so tests can
+drive it without sleeping.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeVar
+
+from sweeper.clock import Clock, MonotonicClock
+from sweeper.errors import InterruptedRun, RateLimited, TransientError, Unanswered
+from sweeper.pacing import RateLimiter
+
+T = TypeVar("T")
 
 # A server asking for more than this is treated as asking for this much, so one
 # odd header cannot park a nightly run for hours.
@@ -63,3 +76,64 @@ def _seconds_until_date(text: str, now: datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+class GaveUp(TransientError):
+    """Every allowed attempt failed transiently; `last` is the last failure."""
+
+    def __init__(self, message: str, last: TransientError | None) -> None:
+        super().__init__(message)
+        self.last = last
+
+
+@dataclass
+class Attempts:
+    """Shared retry machinery: policy, pacing, clock, jitter and the stop switch."""
+
+    policy: RetryPolicy
+    limiter: RateLimiter
+    clock: Clock = field(default_factory=MonotonicClock)
+    rng: random.Random = field(default_factory=random.Random)
+    stopping: Callable[[], bool] = lambda: False
+
+    async def call(
+        self,
+        operation: Callable[[int], Awaitable[T]],
+        *,
+        paced: bool,
+        max_attempts: int | None = None,
+        resend_unanswered: bool = True,
+    ) -> T:
+        """Call `operation(attempt)` until it succeeds or attempts run out.
+
+        `paced` calls wait for the rate limiter before every attempt and are not
+        started once the run is stopping (InterruptedRun). An `Unanswered` attempt may
+        have been billed: unless `resend_unanswered`, it is raised at once instead of
+        tried again. Raises GaveUp after the last transient failure.
+        """
+        limit = max_attempts or self.policy.max_attempts
+        last: TransientError | None = None
+        for attempt in range(1, limit + 1):
+            if paced:
+                await self.limiter.acquire()
+            # Only paid requests stop; downloads of images already paid for go on.
+            if paced and self.stopping():
+                raise InterruptedRun("the run is stopping")
+            try:
+                return await operation(attempt)
+            except RateLimited as error:
+                last = error
+                await self._pause_pool(attempt, error.retry_after, paced=paced)
+            except TransientError as error:
+                if isinstance(error, Unanswered) and not resend_unanswered:
+                    raise
+                last = error
+                if attempt < limit:
+                    await self.clock.sleep(self.policy.backoff(attempt, self.rng))
+        raise GaveUp(f"gave up after {limit} attempts: {last}", last)
+
+    async def _pause_pool(self, attempt: int, retry_after: float | None, *, paced: bool) -> None:
+        delay = self.policy.delay(attempt, self.rng, retry_after)
+        self.limiter.slow_down(delay)
+        if not paced:
+            await self.clock.sleep(delay)

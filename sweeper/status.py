@@ -1,4 +1,4 @@
-"""`sweeper status DIR`: how far a run got, read from its journal alone.
+"""How far a run got, read from its journal alone: what `sweeper status DIR` shows.
 
 Counts by state, images on disk, failures grouped by error, and what a rerun
 would do: which jobs it sends (and may bill) and which downloads it finishes.
@@ -6,54 +6,116 @@ would do: which jobs it sends (and may bill) and which downloads it finishes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sweeper.journal import Journal
+from sweeper.integrity import DamagedImage, find_damaged_images
+from sweeper.journal import STATES, Journal
 
-STATES = ("planned", "submitted", "generated", "succeeded", "failed")
 EXAMPLES = 3
 
 
-def status_lines(journal: Journal) -> list[str]:
-    """The status report as plain lines (the CLI prints them)."""
-    counts = journal.counts()
-    total = sum(counts.values())
-    lines = [f"jobs: {total} (" + ", ".join(f"{s} {counts.get(s, 0)}" for s in STATES) + ")"]
-    images = dict(journal.query("SELECT status, count(*) FROM outputs GROUP BY status"))
-    lines.append(
-        f"images: {images.get('done', 0)} downloaded, {images.get('pending', 0)} pending, "
-        f"{images.get('failed', 0)} failed"
-    )
-    lines += _failure_lines(journal)
-    unanswered = counts.get("submitted", 0)
-    if unanswered:
-        lines.append(
-            f"{unanswered} jobs were sent and never answered: they may have been billed; "
-            "a rerun sends them again"
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed jobs that share one error message."""
+
+    error: str
+    count: int
+    examples: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """A run folder's state, as `RunFolder.status()` returns it."""
+
+    counts: dict[str, int]
+    images: dict[str, int]
+    failures: tuple[FailureGroup, ...] = ()
+    pending_downloads: int = 0
+    live: bool = False
+    damaged: tuple[DamagedImage, ...] = ()
+    unanswered: int = field(init=False)
+    to_send: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Outside a live run, a job still marked submitted was in flight when its run died.
+        in_flight = 0 if self.live else self.counts.get("submitted", 0)
+        unanswered = self.counts.get("unanswered", 0) + in_flight
+        kept = ("succeeded", "generated", "lost", "unanswered", "submitted")
+        object.__setattr__(self, "unanswered", unanswered)
+        object.__setattr__(
+            self, "to_send", sum(self.counts.values()) - sum(self.counts.get(s, 0) for s in kept)
         )
-    pending = len(journal.pending_downloads())
-    if pending:
-        lines.append(f"{pending} images were paid for but not downloaded: a rerun fetches them")
-    to_send = total - counts.get("succeeded", 0) - counts.get("generated", 0)
-    lines.append(f"a rerun would send {to_send} request{'' if to_send == 1 else 's'}")
-    return lines
+
+    @property
+    def jobs(self) -> int:
+        return sum(self.counts.values())
+
+    def lines(self) -> list[str]:
+        """The status as plain lines of text."""
+        states = ", ".join(f"{state} {self.counts.get(state, 0)}" for state in STATES)
+        lines = [f"jobs: {self.jobs} ({states})"]
+        lines.append(
+            f"images: {self.images.get('done', 0)} downloaded, "
+            f"{self.images.get('pending', 0)} pending, {self.images.get('failed', 0)} failed"
+        )
+        for group in self.failures:
+            examples = ", ".join(group.examples)
+            lines.append(f"failed x{group.count}: {group.error} (e.g. {examples})")
+        if self.live and self.counts.get("submitted", 0):
+            lines.append(
+                f"{self.counts['submitted']} jobs are in flight: a run is using this folder now"
+            )
+        if self.unanswered:
+            lines.append(
+                f"{self.unanswered} jobs were sent and got no answer: they may have been billed; "
+                "a rerun does not send them again unless given --resend-unanswered"
+            )
+        lost = self.counts.get("lost", 0)
+        if lost:
+            lines.append(
+                f"{lost} jobs were paid for but their images could not be fetched (lost): a rerun "
+                "tries their live links again for free; --resend-lost buys them again"
+            )
+        if self.damaged:
+            missing = sum(image.problem == "missing" for image in self.damaged)
+            lines.append(
+                f"{len(self.damaged)} downloaded images are not on disk as recorded "
+                f"({missing} missing, {len(self.damaged) - missing} changed): a rerun fetches "
+                "them again while their links live"
+            )
+        if self.pending_downloads:
+            lines.append(
+                f"{self.pending_downloads} images were paid for but not downloaded: "
+                "a rerun fetches them"
+            )
+        plural = "" if self.to_send == 1 else "s"
+        lines.append(f"a rerun would send {self.to_send} request{plural}")
+        return lines
 
 
-def _failure_lines(journal: Journal) -> list[str]:
+def run_status(
+    journal: Journal, run_dir: Path, *, live: bool = False, verify: bool = False
+) -> RunStatus:
+    """Read a run's status from its journal and its images; `live` when a run holds it now."""
+    counts = {state: 0 for state in STATES} | journal.counts()
+    images = dict(journal.query("SELECT status, count(*) FROM outputs GROUP BY status"))
+    return RunStatus(
+        counts=counts,
+        images=images,
+        failures=_failure_groups(journal),
+        pending_downloads=len(journal.pending_downloads()),
+        live=live,
+        damaged=tuple(find_damaged_images(journal, run_dir, full=verify)),
+    )
+
+
+def _failure_groups(journal: Journal) -> tuple[FailureGroup, ...]:
     groups = journal.query(
         "SELECT error, count(*), group_concat(job_id) FROM jobs WHERE state = 'failed' "
         "GROUP BY error ORDER BY count(*) DESC"
     )
-    lines = []
-    for error, count, job_ids in groups:
-        examples = ", ".join(job_ids.split(",")[:EXAMPLES])
-        lines.append(f"failed x{count}: {error} (e.g. {examples})")
-    return lines
-
-
-def print_status(run_dir: Path) -> None:
-    with Journal.open_existing(run_dir) as journal:
-        lines = status_lines(journal)
-    print(f"run: {run_dir}")
-    for line in lines:
-        print(line)
+    return tuple(
+        FailureGroup(error, count, tuple(job_ids.split(",")[:EXAMPLES]))
+        for error, count, job_ids in groups
+    )

@@ -14,12 +14,11 @@ import asyncio
 import json
 from pathlib import Path
 
-from sweeper.grid import count_jobs
-from sweeper.progress import ProgressReporter
+from sweeper.execute import ApiTarget, execute_sweep
+from sweeper.expand import count_jobs
 from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
-from sweeper.spec import load_spec
-from sweeper.sweep import ApiTarget, PoolSettings, execute_sweep
+from sweeper.spec import RunSettings, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "sweeps" / "inputs" / "astronaut.jpg"
@@ -63,7 +62,7 @@ def run_study(folder: Path) -> Path:
     spec = load_spec(write_study_spec(folder))
     run_dir = folder / "run"
     refusal = FaultRule("features", "status", status=422, message=FAILURE, after=3)
-    settings = PoolSettings(
+    settings = RunSettings(
         concurrency=4, requests_per_minute=None, max_attempts=3, request_timeout_s=10
     )
 
@@ -76,7 +75,6 @@ def run_study(folder: Path) -> Path:
                 settings,
                 count_jobs(spec),
                 retry_policy=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05),
-                reporter=ProgressReporter(live=False, interval_s=1e9),
             )
 
     asyncio.run(run())

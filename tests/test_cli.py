@@ -11,11 +11,15 @@ import pytest
 from click.testing import CliRunner
 
 from sweeper.cli import main
-from sweeper.progress import ProgressReporter, RunSummary, print_summary
-from sweeper.runner import RunCounts
+from sweeper.display import LogLines, configure_logging, print_summary
+from sweeper.progress import RunCounts
+from sweeper.run_result import RunResult
 
 REPO = Path(__file__).resolve().parent.parent
-COMMANDS = ["plan", "run", "status", "report", "reproduce", "export", "serve"]
+COMMANDS = [
+    "plan", "run", "status", "report", "reproduce", "export", "serve", "repair", "review",
+    "rate", "prefer", "votes",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -38,13 +42,23 @@ def test_the_top_level_help_lists_every_command():
         ["plan"],
         ["plan", "sweeps/demo.yaml", "--limt", "3"],
         ["run", "sweeps/demo.yaml", "--concurrency", "0"],
+        ["run", "sweeps/demo.yaml", "--offline", "--rpm", "nan"],
+        ["run", "sweeps/demo.yaml", "--offline", "--rpm", "inf"],
+        ["run", "sweeps/demo.yaml", "--offline", "--rpm", "-5"],
         ["frobnicate"],
     ],
 )
 def test_usage_mistakes_exit_2_without_a_traceback(argv):
     result = CliRunner().invoke(main, argv)
     assert result.exit_code == 2
-    assert "Traceback" not in result.output and "Error:" in result.output
+    assert isinstance(result.exception, SystemExit) and "Error:" in result.output
+
+
+def test_a_folder_given_as_the_spec_is_one_line(tmp_path):
+    result = CliRunner().invoke(main, ["plan", str(tmp_path)])
+    assert result.exit_code == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "is a directory" in line
 
 
 def test_python_dash_m_runs_the_same_cli():
@@ -65,31 +79,34 @@ def test_the_plan_table_shows_whole_job_ids_on_an_80_column_terminal():
         assert "…" not in line and len(line) <= 80
 
 
-def test_without_a_terminal_progress_is_plain_lines(capsys):
-    reporter = ProgressReporter(live=False, interval_s=0.0)
-    reporter.start(10)
-    reporter.update(RunCounts(total=10, succeeded=3, failed=1, in_flight=2, images=6))
-    reporter.stop()
+def test_without_a_terminal_progress_is_plain_timestamped_lines(capsys):
+    configure_logging()
+    lines_display = LogLines(interval_s=0.0)
+    lines_display.started(10)
+    lines_display.changed(RunCounts(total=10, succeeded=3, failed=1, in_flight=2, images=6))
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines[0] == "sweeper: starting 10 jobs"
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ "
+    assert re.fullmatch(stamp + "sweeper: starting 10 jobs", lines[0]), lines[0]
+    assert re.match(stamp + "sweeper: ", lines[1]), lines[1]
     assert "4/10 jobs done (3 ok, 1 failed" in lines[1] and "2 in flight" in lines[1]
 
 
 def test_the_summary_title_is_short_even_when_the_abort_reason_is_long(capsys):
     reason = "could not upload inputs/a.jpg to http://127.0.0.1:9 " + "x" * 200
-    summary = RunSummary(
-        run_dir="results/x",
-        api_base="http://127.0.0.1:9",
-        total=5,
-        skipped=0,
+    result = RunResult(
+        run_dir=Path("results/x"),
+        outcome="aborted",
+        jobs=5,
         succeeded=0,
         failed=5,
         pending=0,
-        images=0,
-        requests=0,
+        requests_sent=0,
+        this_run=RunCounts(total=5, failed=5),
         duration_s=1.0,
-        outcome=f"aborted: {reason}",
+        api_base="http://127.0.0.1:9",
+        reason="upload_failed",
+        message=reason,
     )
-    print_summary(summary)
+    print_summary(result)
     err = capsys.readouterr().err
     assert "sweep aborted" in err and "could not upload" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime
 
@@ -9,11 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sweeper.attempts import Attempts, GaveUp
 from sweeper.clock import FakeClock
 from sweeper.errors import JobError, RateLimited, TransientError
-from sweeper.ratelimit import RateLimiter
-from sweeper.retry import MAX_RETRY_AFTER_S, RetryPolicy, parse_retry_after
+from sweeper.pacing import RateLimiter
+from sweeper.retry import MAX_RETRY_AFTER_S, Attempts, GaveUp, RetryPolicy, parse_retry_after
 
 NOW = datetime(2015, 10, 21, 7, 28, 0, tzinfo=UTC)
 
@@ -84,16 +84,24 @@ async def test_a_429_pauses_the_whole_pool_for_retry_after():
     clock = FakeClock()
     limiter = RateLimiter(None, clock=clock)
     attempts = Attempts(RetryPolicy(), limiter, clock, random.Random(1))
+    told = asyncio.Event()
 
     async def limited_once(attempt: int) -> int:
         if attempt == 1:
+            told.set()
             raise RateLimited("slow down", retry_after=12)
         return attempt
 
-    assert await attempts.call(limited_once, paced=True) == 2
-    assert clock.now() == 12
-    await limiter.acquire()  # another worker is held back by the same pause
-    assert clock.now() >= 12
+    async def another_worker() -> float:
+        await told.wait()  # it asks to send just after the 429 came back
+        await limiter.acquire()
+        return clock.now()
+
+    answered, other_sent_at = await asyncio.gather(
+        attempts.call(limited_once, paced=True), another_worker()
+    )
+    assert answered == 2 and clock.now() == 12
+    assert other_sent_at == 12  # held back by the same pause, not let through at 0
 
 
 async def test_a_job_error_is_not_retried():

@@ -42,10 +42,10 @@ def write_spec(folder: Path) -> Path:
     return spec
 
 
-def start_run(spec: Path, run_dir: Path, base_url: str) -> subprocess.Popen:
+def start_run(spec: Path, run_dir: Path, base_url: str, *extra: str) -> subprocess.Popen:
     env = os.environ | {"ONEMIN_API_KEY": "sk-crash-test", "ONEMIN_API_BASE": base_url}
     return subprocess.Popen(
-        [sys.executable, "-m", "sweeper", "run", str(spec), "--out", str(run_dir)],
+        [sys.executable, "-m", "sweeper", "run", str(spec), "--out", str(run_dir), *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -77,22 +77,37 @@ def assert_images_complete(run_dir: Path) -> None:
             image.load()
 
 
-def test_kill_9_loses_nothing_and_a_rerun_finishes_without_repaying(tmp_path):
+def states_in_journal(run_dir: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{run_dir / 'journal.sqlite'}?mode=ro", uri=True) as db:
+        return dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+
+
+def test_kill_9_loses_nothing_and_a_rerun_pays_only_for_what_was_never_sent(tmp_path):
     spec, run_dir = write_spec(tmp_path), tmp_path / "run"
     with SimulatorThread(SimulatorConfig(latency_s=0.15)) as sim:
         child = start_run(spec, run_dir, sim.base_url)
         wait_for_progress(run_dir, at_least=6)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
-        settled_at_kill = succeeded_in_journal(run_dir)
+        at_kill = states_in_journal(run_dir)
         sent_before = sim.state.counters["features"]
         assert_images_complete(run_dir)
 
         rerun = start_run(spec, run_dir, sim.base_url)
         _, errors = rerun.communicate(timeout=120)
-        assert rerun.returncode == 0, errors
         resent = sim.state.counters["features"] - sent_before
-    assert resent <= JOBS - settled_at_kill
+        # Exactly the jobs never sent; those in flight at the kill may have been billed.
+        assert resent == at_kill.get("planned", 0)
+        in_flight = at_kill.get("submitted", 0)
+        assert rerun.returncode == (1 if in_flight else 0), errors
+        assert states_in_journal(run_dir).get("unanswered", 0) == in_flight
+        if in_flight:
+            assert "may have been billed" in errors and "--resend-unanswered" in errors
+
+        asked = start_run(spec, run_dir, sim.base_url, "--resend-unanswered")
+        _, errors = asked.communicate(timeout=120)
+        assert asked.returncode == 0, errors
+        assert sim.state.counters["features"] - sent_before == resent + in_flight
     rows = pd.read_csv(run_dir / "manifest.csv")
     assert len(rows) == JOBS and set(rows["status"]) == {"succeeded"}
     assert_images_complete(run_dir)

@@ -31,7 +31,7 @@ def plan_of(tmp_path: Path, text: str):
 
 def assert_one_line_error(result, *fragments: str) -> None:
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].startswith("sweeper: error: ")

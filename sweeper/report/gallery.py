@@ -11,7 +11,8 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sweeper.report.axes import PARAMETER_COLUMNS, axis_values
+from sweeper.contract import PARAMETER_NAMES
+from sweeper.report.axis_choice import axis_values
 from sweeper.report.sheets import Sheet, hole_label
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def _card(row: Any, varied: list[str], thumbs: dict[str, Path], report_dir: Path
     data = " ".join(f'data-p_{c}="{escape(_text(row[c]))}"' for c in varied)
     params = "".join(
         f"<tr><td>{c}</td><td>{escape(_text(row[c]))}</td></tr>"
-        for c in ("job_id", "output_index", *PARAMETER_COLUMNS)
+        for c in ("job_id", "output_index", *PARAMETER_NAMES)
     )
     file = _text(row["file"])
     if row["status"] == "succeeded" and file in thumbs:

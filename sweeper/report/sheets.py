@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from sweeper.report.axes import OUTPUT_AXIS, axis_values
+from sweeper.report.axis_choice import OUTPUT_AXIS, axis_values
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sweeper.report.axes import axis_values
+from sweeper.report.axis_choice import axis_values
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -67,6 +67,20 @@ async def _apply_fault(request: web.Request, rule: FaultRule | None) -> web.Stre
     if rule is None:
         return None
     kind = rule.kind
+    if kind == "redirect":
+        return web.Response(status=rule.status, headers={"Location": rule.location})
+    if kind == "gzip_bomb":
+        return _gzip_bomb(rule.size_mb)
+    if kind == "deep_json":
+        depth = 100_000
+        body = '{"message": ' + "[" * depth + "]" * depth + "}"
+        return web.Response(status=rule.status, text=body, content_type="application/json")
+    if kind == "forget_assets":
+        request.app[STATE_KEY].assets.clear()
+        return None
+    if kind == "echo_key":
+        key = request.headers.get("API-KEY", "")
+        return _error(rule.status, f"request from key {key} refused; key={key}")
     if kind == "latency":
         await asyncio.sleep(rule.delay_s)
         return None
@@ -88,6 +102,16 @@ async def _apply_fault(request: web.Request, rule: FaultRule | None) -> web.Stre
     if kind == "status":
         return _error(rule.status, rule.message)
     return None  # truncated and record_failed are handled where the body is made
+
+
+def _gzip_bomb(size_mb: int) -> web.Response:
+    """A small gzip body that inflates to `size_mb` MB of JSON-looking zeros."""
+    import gzip
+
+    body = gzip.compress(b"[" + b"0," * (size_mb * 512 * 1024) + b"0]", compresslevel=9)
+    return web.Response(
+        body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    )
 
 
 def _key_problem(request: web.Request, state: SimulatorState) -> web.Response | None:
@@ -242,10 +266,48 @@ async def _answer_feature(request: web.Request, state: SimulatorState) -> web.St
     state.counters["billed"] += 1
     state.counters["billed_images"] += outputs
     paths = await _produce(request, state, taken)
-    urls = [f"{_base(request)}/storage/{p}?X-Amz-Expires=604800&X-Amz-Signature={_signature(p)}"
-            for p in paths]  # fmt: skip
     state.counters["succeeded"] += 1
-    return web.json_response(_record(taken, paths, urls, used=state.credits_used))
+    if rule is not None and rule.kind == "billed_drop":
+        state.counters["billed_unanswered"] += 1
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError  # billed, and no answer ever leaves
+    urls = [_presigned(request, state, path) for path in paths]
+    if rule is not None and rule.kind == "extra_results":
+        paths, urls = _with_extra(request, state, taken, paths, urls, rule.extra)
+    if rule is not None and rule.kind == "missing_url":
+        urls = urls[:-1]
+    record = _record(taken, paths, urls, used=state.credits_used)
+    if state.config.single_strings and len(paths) == 1:
+        ai = record["aiRecord"]
+        ai["temporaryUrl"] = urls[0]
+        ai["aiRecordDetail"]["resultObject"] = paths[0]
+    return web.json_response(record)
+
+
+def _presigned(request: web.Request, state: SimulatorState, path: str) -> str:
+    """A storage URL shaped like S3's presigned ones: signed, dated, with a lifetime."""
+    signed = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    lifetime = state.config.link_lifetime_s
+    return (
+        f"{_base(request)}/storage/{path}?X-Amz-Date={signed}&X-Amz-Expires={lifetime}"
+        f"&X-Amz-Signature={_signature(path)}"
+    )
+
+
+def _with_extra(
+    request: web.Request,
+    state: SimulatorState,
+    taken: dict[str, Any],
+    paths: list[str],
+    urls: list[str],
+    extra: int,
+) -> tuple[list[str], list[str]]:
+    """The answer lists `extra` more images (copies of the first) than were asked for."""
+    more = [f"{paths[0]}.extra{i}" for i in range(extra)]
+    for path in more:
+        state.produced[path] = state.produced[paths[0]]
+    return paths + more, urls + [_presigned(request, state, path) for path in more]
 
 
 async def _produce(request: web.Request, state: SimulatorState, taken: dict) -> list[str]:
@@ -263,7 +325,7 @@ async def _produce(request: web.Request, state: SimulatorState, taken: dict) -> 
         width, height = read_size(data)
         state.produced[path] = ProducedImage(
             sha256=hashlib.sha256(data).hexdigest(),
-            data=data,
+            size=len(data),
             params=params,
             input_sha256=state.asset_sha256(taken[IMAGE_FIELD]),
             output_index=index,
@@ -322,9 +384,40 @@ async def download(request: web.Request) -> web.StreamResponse:
     faulty = await _apply_fault(request, rule)
     if faulty is not None:
         return faulty
+    if rule is not None and rule.kind == "bomb_image":
+        return web.Response(body=_pixel_bomb(), content_type="image/png")
+    if rule is not None and rule.kind == "garbage":
+        return web.Response(
+            body=b"\x00not an image" * 100, content_type=CONTENT_TYPES[image.format]
+        )
+    data = await _image_bytes(state, image)
     if rule is not None and rule.kind == "truncated":
-        return await _truncated(request, image)
-    return web.Response(body=image.data, content_type=CONTENT_TYPES[image.format])
+        return await _truncated(request, image, data)
+    return web.Response(body=data, content_type=CONTENT_TYPES[image.format])
+
+
+async def _image_bytes(state: SimulatorState, image: ProducedImage) -> bytes:
+    """Render the image again: the same inputs always give the same bytes."""
+    data = state.inputs[image.input_sha256]
+    return await asyncio.get_running_loop().run_in_executor(
+        None, render, data, image.params, image.output_index, state.config.tiny_images
+    )
+
+
+def _pixel_bomb() -> bytes:
+    """A valid PNG header claiming 100,000 x 100,000 pixels: tiny on the wire."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload) & 0xFFFFFFFF
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 100_001 * 16)  # the first rows only
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 async def stats(request: web.Request) -> web.StreamResponse:
@@ -355,12 +448,12 @@ def most_in_window(times: list[float], window_s: float) -> int:
     return most
 
 
-async def _truncated(request: web.Request, image: ProducedImage) -> web.StreamResponse:
+async def _truncated(request: web.Request, image: ProducedImage, data: bytes) -> web.StreamResponse:
     """Promise the whole image, send half of it, then drop the connection."""
     response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPES[image.format]})
-    response.content_length = len(image.data)
+    response.content_length = len(data)
     await response.prepare(request)
-    await response.write(image.data[: len(image.data) // 2])
+    await response.write(data[: len(data) // 2])
     if request.transport is not None:
         request.transport.abort()
     return response

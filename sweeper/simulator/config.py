@@ -18,6 +18,16 @@ FAULT_KINDS = (
     "record_failed",  # features: 200 with status FAILED and no outputs
     "credits",  # 402 Insufficient credits
     "latency",  # answer normally after `delay_s` more seconds
+    "billed_drop",  # features: do the edit and bill it, then drop the connection unanswered
+    "redirect",  # answer `status` (a 3xx) with Location: `location`
+    "gzip_bomb",  # a 200 whose gzip body inflates to `size_mb` megabytes
+    "deep_json",  # answer `status` with JSON nested 100,000 levels deep
+    "bomb_image",  # storage: a PNG that claims 100,000 x 100,000 pixels
+    "extra_results",  # features: a SUCCESS listing `extra` more images than asked for
+    "missing_url",  # features: a SUCCESS whose temporaryUrl lacks the last image's URL
+    "forget_assets",  # features: forget every upload first (as if they expired)
+    "garbage",  # storage: bytes of the promised length that are not an image
+    "echo_key",  # answer `status` with a message that repeats the API key it was sent
 )
 
 
@@ -33,6 +43,9 @@ class FaultRule:
     message: str = "simulated failure"
     retry_after: str | None = None
     delay_s: float = 0.0
+    location: str = ""
+    size_mb: int = 64
+    extra: int = 9
 
     def __post_init__(self) -> None:
         if self.endpoint not in ENDPOINTS:
@@ -56,5 +69,9 @@ class SimulatorConfig:
     tiny_images: bool = False
     rate_limit_retry_after_s: float | None = 1.0
     omit_file_content: bool = False
+    # Answer temporaryUrl and resultObject as single strings when there is one image,
+    # a shape public clients of the API accept.
+    single_strings: bool = False
+    link_lifetime_s: int = 604_800
     faults: list[FaultRule] = field(default_factory=list)
     clock: Callable[[], float] = time.monotonic

@@ -58,7 +58,7 @@ def _grain(size: tuple[int, int], rng: random.Random, strength: int) -> Image.Im
     return noise.point(lambda v: 128 + (v - 128) * strength // 128)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=16)
 def _render_cached(input_data: bytes, params_json: str, output_index: int, tiny: bool) -> bytes:
     params = json.loads(params_json)
     size = output_size(input_data, params["megapixels"], tiny)

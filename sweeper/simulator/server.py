@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -82,18 +81,21 @@ class SimulatorThread:
         self._thread.join(timeout=10)
 
 
-def serve_forever(host: str, port: int, config: SimulatorConfig) -> None:
-    """`sweeper serve`: print the address, serve until Ctrl-C or SIGTERM."""
+def serve_forever(
+    host: str, port: int, config: SimulatorConfig, on_ready: Callable[[str], None]
+) -> None:
+    """`sweeper serve`: serve until Ctrl-C or SIGTERM; `on_ready(base_url)` once listening."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_until_signalled(host, port, config))
+        asyncio.run(_serve_until_signalled(host, port, config, on_ready))
 
 
-async def _serve_until_signalled(host: str, port: int, config: SimulatorConfig) -> None:
+async def _serve_until_signalled(
+    host: str, port: int, config: SimulatorConfig, on_ready: Callable[[str], None]
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with run_simulator(config, host=host, port=port) as simulator:
-        print(f"Simulator listening on {simulator.base_url}", flush=True)
-        print("Point sweeper at it: ONEMIN_API_BASE=" + simulator.base_url, file=sys.stderr)
+        on_ready(simulator.base_url)
         await stop.wait()

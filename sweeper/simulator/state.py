@@ -1,6 +1,8 @@
 """What a simulator has stored, produced and counted, for tests to check against.
 
-The API key is never stored: only whether a request carried one.
+Produced images are not kept: each is rendered again (deterministically) when it
+is downloaded, so memory stays flat however many a run makes. The API key is
+never stored: only whether a request carried one.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ class ProducedImage:
     """One output the simulator made, keyed in `state.produced` by its remote path."""
 
     sha256: str
-    data: bytes = field(repr=False)
+    size: int
     params: dict[str, Any]
     input_sha256: str
     output_index: int
@@ -32,6 +34,7 @@ class ProducedImage:
 class SimulatorState:
     config: SimulatorConfig
     assets: dict[str, bytes] = field(default_factory=dict)
+    inputs: dict[str, bytes] = field(default_factory=dict)  # by sha256: outlive forgotten assets
     produced: dict[str, ProducedImage] = field(default_factory=dict)
     counters: Counter[str] = field(default_factory=Counter)
     feature_arrivals: list[float] = field(default_factory=list)
@@ -47,6 +50,7 @@ class SimulatorState:
     def register_asset(self, path: str, data: bytes) -> None:
         """Make `path` a known asset (as if uploaded earlier) holding `data`."""
         self.assets[path] = data
+        self.inputs[hashlib.sha256(data).hexdigest()] = data
 
     def asset_sha256(self, path: str) -> str:
         return hashlib.sha256(self.assets[path]).hexdigest()

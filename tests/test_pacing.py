@@ -9,7 +9,7 @@ import itertools
 import pytest
 
 from sweeper.clock import FakeClock
-from sweeper.ratelimit import RateLimiter
+from sweeper.pacing import RateLimiter
 
 
 async def send_times(limiter: RateLimiter, clock: FakeClock, sends: int, tasks: int) -> list:

@@ -15,75 +15,12 @@ import signal
 import sqlite3
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from engine_run import FAST_RETRIES, KEY, feature_requests, manifest, run_sweep, write_spec
 
 from sweeper.errors import AbortError, ApiUnavailable, AuthError, CreditsError, UploadFailed
 from sweeper.journal import Journal
-from sweeper.progress import ProgressReporter
-from sweeper.retry import RetryPolicy
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
-from sweeper.spec import load_spec
-from sweeper.sweep import ApiTarget, PoolSettings, execute_sweep
-
-REPO = Path(__file__).resolve().parent.parent
-PHOTO = REPO / "sweeps" / "inputs" / "astronaut.jpg"
-KEY = "sk-test-SENTINEL-7f3a9c"
-FAST_RETRIES = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
-
-
-def write_spec(folder: Path, seeds: list[int], *, outputs: int = 2, name: str = "engine") -> Path:
-    spec = folder / f"{name}.yaml"
-    spec.write_text(
-        f"name: {name}\n"
-        "params:\n"
-        f"  image: {PHOTO}\n"
-        "  prompt: a quiet study of depth\n"
-        "  megapixels: '0.25'\n"
-        "  format: png\n"
-        f"  num_outputs: {outputs}\n"
-        "grid:\n"
-        f"  seed: {json.dumps(seeds)}\n"
-        "  guidance: [2.5, 5]\n"
-        "run:\n"
-        "  concurrency: 4\n"
-        "  requests_per_minute: null\n"
-    )
-    return spec
-
-
-async def run_sweep(
-    spec_path: Path,
-    run_dir: Path,
-    base_url: str,
-    *,
-    key: str = KEY,
-    rpm: float | None = None,
-    concurrency: int = 4,
-):
-    from sweeper.grid import count_jobs
-
-    spec = load_spec(spec_path)
-    settings = PoolSettings(
-        concurrency=concurrency, requests_per_minute=rpm, max_attempts=4, request_timeout_s=5
-    )
-    return await execute_sweep(
-        spec,
-        run_dir,
-        ApiTarget(base_url, key),
-        settings,
-        count_jobs(spec),
-        retry_policy=FAST_RETRIES,
-        reporter=ProgressReporter(live=False, interval_s=1e9),
-    )
-
-
-def manifest(run_dir: Path) -> pd.DataFrame:
-    return pd.read_parquet(run_dir / "manifest.parquet")
-
-
-def feature_requests(sim) -> int:
-    return sim.state.counters["features"]
 
 
 async def test_faulty_run_keeps_exactly_what_the_simulator_produced(tmp_path):
@@ -97,9 +34,11 @@ async def test_faulty_run_keeps_exactly_what_the_simulator_produced(tmp_path):
         FaultRule("assets", "status", status=503),
     ]
     async with run_simulator(SimulatorConfig(faults=faults)) as sim:
-        summary = await run_sweep(spec, tmp_path / "run", sim.base_url)
+        # The reset may have been billed: sent again only because this run says so.
+        summary = await run_sweep(spec, tmp_path / "run", sim.base_url, resend_unanswered=True)
         produced = dict(sim.state.produced)
     assert summary.outcome == "complete"
+    assert summary.unanswered_attempts == 1 and summary.this_run.resent_unanswered == 0
     rows = manifest(tmp_path / "run")
     assert len(rows) == 12 and set(rows["status"]) == {"succeeded"}
     for row in rows.itertuples():
@@ -120,7 +59,7 @@ async def test_rerun_of_a_finished_sweep_sends_nothing(tmp_path):
         sent = (feature_requests(sim), sim.state.counters["uploads"])
         again = await run_sweep(spec, tmp_path / "run", sim.base_url)
         assert (feature_requests(sim), sim.state.counters["uploads"]) == sent
-    assert again.requests == 0 and again.skipped == 4
+    assert again.requests_sent == 0 and again.this_run.skipped == 4
     assert len(manifest(tmp_path / "run")) == 8
 
 
@@ -129,7 +68,7 @@ async def test_a_rerun_looks_up_states_batch_by_batch_not_all_at_once(tmp_path, 
     spec = write_spec(tmp_path, list(range(1, 8)))  # 14 jobs
     async with run_simulator(SimulatorConfig()) as sim:
         await run_sweep(spec, tmp_path / "run", sim.base_url)
-        monkeypatch.setattr("sweeper.runner.FEED_BATCH", 4)
+        monkeypatch.setattr("sweeper.pool.FEED_BATCH", 4)
         asked: list[int] = []
         states_of = Journal.states_of
 
@@ -143,7 +82,7 @@ async def test_a_rerun_looks_up_states_batch_by_batch_not_all_at_once(tmp_path, 
         again = await run_sweep(spec, tmp_path / "run", sim.base_url)
         assert feature_requests(sim) == sent
     assert asked == [4, 4, 4, 2]
-    assert again.requests == 0 and again.skipped == 14 and again.outcome == "complete"
+    assert again.requests_sent == 0 and again.this_run.skipped == 14 and again.outcome == "complete"
 
 
 async def test_a_rerun_redoes_deferred_changes_lost_in_a_crash_without_paying(tmp_path):
@@ -157,7 +96,7 @@ async def test_a_rerun_redoes_deferred_changes_lost_in_a_crash_without_paying(tm
         sent = feature_requests(sim)
         again = await run_sweep(spec, run_dir, sim.base_url)
         assert feature_requests(sim) == sent
-    assert again.requests == 0 and again.outcome == "complete"
+    assert again.requests_sent == 0 and again.outcome == "complete"
     rows = manifest(run_dir)
     assert len(rows) == 8 and set(rows["status"]) == {"succeeded"}
 
@@ -187,7 +126,7 @@ async def test_extending_a_spec_runs_only_the_new_jobs(tmp_path):
         before = feature_requests(sim)
         extended = await run_sweep(write_spec(tmp_path, [1, 2, 3]), tmp_path / "run", sim.base_url)
         assert feature_requests(sim) - before == 2
-    assert extended.skipped == 4 and extended.succeeded == 2
+    assert extended.this_run.skipped == 4 and extended.this_run.succeeded == 2
     assert len(manifest(tmp_path / "run")) == 12
 
 
@@ -206,7 +145,7 @@ async def test_an_image_on_disk_whose_journal_entry_was_lost_is_kept_not_fetched
         sent, fetched = feature_requests(sim), sim.state.counters["storage"]
         again = await run_sweep(spec, run_dir, sim.base_url)
         assert (feature_requests(sim), sim.state.counters["storage"]) == (sent, fetched)
-    assert again.succeeded == 4 and again.requests == 0
+    assert again.this_run.succeeded == 4 and again.requests_sent == 0
     after = manifest(run_dir)
     assert after["sha256"].tolist() == before["sha256"].tolist()
     assert set(after["status"]) == {"succeeded"}
@@ -229,8 +168,10 @@ async def test_a_resumed_job_whose_link_expired_is_never_sent_again_in_that_run(
         again = await run_sweep(spec, run_dir, sim.base_url)
         assert feature_requests(sim) == before
     # Lost, and said so; paying again is the user's call (a later rerun), not a side effect.
-    assert again.failed == again.total == 2 * seeds
-    assert again.skipped == again.succeeded == again.pending == 0  # each counted once
+    counts = again.this_run
+    assert counts.lost == counts.total == again.jobs == again.lost == 2 * seeds
+    assert counts.skipped == counts.succeeded == counts.pending == counts.failed == 0  # once each
+    assert again.exit_code == 1
 
 
 async def wait_until(condition, timeout_s: float = 10.0) -> None:
@@ -356,13 +297,15 @@ async def test_a_bad_request_fails_that_job_only(tmp_path):
     assert "guidance is not allowed" in failed["error"].iloc[0]
 
 
-async def test_an_expired_download_link_fails_the_job_without_resending(tmp_path):
+async def test_an_expired_download_link_loses_the_job_without_resending(tmp_path):
     spec = write_spec(tmp_path, [1], outputs=1)
     async with run_simulator(SimulatorConfig(faults=[FaultRule("storage", "expired")])) as sim:
         summary = await run_sweep(spec, tmp_path / "run", sim.base_url)
         assert feature_requests(sim) == 2
-    assert (summary.succeeded, summary.failed) == (1, 1)
-    assert "expired" in manifest(tmp_path / "run").query("status == 'failed'")["error"].iloc[0]
+    assert (summary.succeeded, summary.lost, summary.failed) == (1, 1, 0)
+    assert summary.exit_code == 1
+    lost = manifest(tmp_path / "run").query("status == 'lost'")
+    assert "link is dead" in lost["error"].iloc[0]
 
 
 async def test_the_key_never_reaches_disk_output_or_storage(tmp_path, capsys):

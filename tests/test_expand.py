@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sweeper.cli import main
-from sweeper.grid import check_job_count, count_images, count_jobs, expand_jobs
+from sweeper.expand import check_job_count, count_images, count_jobs, expand_jobs
 from sweeper.spec import load_spec
 
 REPO = Path(__file__).resolve().parent.parent

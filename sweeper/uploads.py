@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 
-from sweeper.attempts import Attempts, GaveUp
 from sweeper.client import ApiClient
 from sweeper.errors import UploadFailed
 from sweeper.job import ImageRef
 from sweeper.journal import Journal
+from sweeper.retry import Attempts, GaveUp
 
 
 class AssetUploader:
@@ -43,24 +43,32 @@ class AssetUploader:
             self._uploads[image.sha256] = task
         return await asyncio.shield(task)
 
+    def forget(self, image: ImageRef) -> None:
+        """The server no longer knows this image's upload: the next job uploads it again."""
+        assert image.sha256 is not None
+        self._journal.forget_asset(self._client.api_base, image.sha256)
+        self._uploads.pop(image.sha256, None)
+
     def _remember_input(self, image: ImageRef) -> None:
         """Note where the input file lives, so `sweeper reproduce --offline` can find it."""
+        assert image.local_path is not None and image.sha256 is not None
         if image.sha256 not in self._inputs_noted:
             self._inputs_noted.add(image.sha256)
             self._journal.set_meta(f"input:{image.sha256}", str(image.local_path.resolve()))
 
     async def _upload(self, image: ImageRef) -> str:
-        assert image.local_path is not None and image.sha256 is not None
+        local_path, sha256 = image.local_path, image.sha256
+        assert local_path is not None and sha256 is not None
         try:
             path = await self._attempts.call(
-                lambda _attempt: self._client.upload_asset(image.local_path), paced=False
+                lambda _attempt: self._client.upload_asset(local_path, sha256), paced=False
             )
         except GaveUp as error:
             raise UploadFailed(
                 f"could not upload {image.given} to {self._client.api_base} ({error}); "
                 "no edit was sent. Check the network and ONEMIN_API_BASE, then run again"
             ) from None
-        self._journal.remember_asset(self._client.api_base, image.sha256, path)
+        self._journal.remember_asset(self._client.api_base, sha256, path)
         return path
 
 

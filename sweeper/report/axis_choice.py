@@ -7,16 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sweeper.contract import PARAMETER_NAMES, canonical_name
 from sweeper.errors import SpecError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-PARAMETER_COLUMNS = (
-    "image", "prompt", "seed", "guidance", "num_inference_steps", "output_quality",
-    "megapixels", "format", "num_outputs", "go_fast", "disable_safety_checker",
-)  # fmt: skip
-ALIASES = {"steps": "num_inference_steps", "quality": "output_quality"}
 OUTPUT_AXIS = "output_index"
 
 
@@ -34,7 +30,7 @@ def axis_values(frame: pd.DataFrame, column: str) -> list[Any]:
 
 def varied_parameters(frame: pd.DataFrame) -> list[str]:
     """Parameter columns with more than one value, in manifest column order."""
-    return [c for c in PARAMETER_COLUMNS if frame[c].nunique(dropna=True) > 1]
+    return [c for c in PARAMETER_NAMES if frame[c].nunique(dropna=True) > 1]
 
 
 def choose_axes(
@@ -58,7 +54,7 @@ def choose_axes(
 def _resolve(name: str | None, allowed: list[str], flag: str) -> str | None:
     if name is None:
         return None
-    resolved = ALIASES.get(name, name)
+    resolved = canonical_name(name)
     if resolved not in allowed:
         choices = ", ".join(allowed) or "none (this run varied nothing)"
         raise SpecError(f"{flag} {name}: not a varied axis of this run; varied: {choices}")

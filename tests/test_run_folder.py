@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from sweeper.cli import main
 from sweeper.errors import SpecError
-from sweeper.rundir import claim_run_dir
+from sweeper.run_folder import claim_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "sweeps" / "demo.yaml"
@@ -46,7 +47,7 @@ def test_a_folder_holding_another_specs_run_is_refused(tmp_path):
     result = run_demo(run_dir)
     assert result.exit_code == 2
     assert "holds a run of spec 'portrait-depth-study', not 'demo'" in result.stderr
-    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash
 
 
 def test_an_unwritable_folder_is_one_line_not_a_traceback(tmp_path):
@@ -55,7 +56,7 @@ def test_an_unwritable_folder_is_one_line_not_a_traceback(tmp_path):
     result = run_demo(blocker / "run")
     assert result.exit_code == 2
     assert "cannot write the run folder" in result.stderr and "--out" in result.stderr
-    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash
 
 
 def test_an_offline_run_resumes_offline_but_is_never_taken_for_the_api(tmp_path, monkeypatch):
@@ -64,7 +65,7 @@ def test_an_offline_run_resumes_offline_but_is_never_taken_for_the_api(tmp_path,
     again = run_demo(run_dir)  # another simulator on another port: still "offline"
     assert again.exit_code == 0
     record = json.loads((run_dir / "run.json").read_text())
-    assert record["offline"] and record["this_run"]["skipped_already_done"] == 18
+    assert record["offline"] and record["this_run"]["skipped"] == 18
     monkeypatch.setenv("ONEMIN_API_KEY", "k")
     monkeypatch.setenv("ONEMIN_API_BASE", "http://127.0.0.1:1")
     real = CliRunner().invoke(main, ["run", str(DEMO), "--out", str(run_dir)])
@@ -90,7 +91,7 @@ def test_a_manifest_that_cannot_be_written_is_exit_3_and_leaves_no_part_file(tmp
     (run_dir / ".manifest.parquet.part").mkdir(parents=True)  # as unwritable as a full disk
     result = run_demo(run_dir)
     assert result.exit_code == 3, result.output
-    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # not a crash
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("sweeper: error: could not write the manifest")
     assert f"sweeper export {run_dir}" in last
@@ -111,12 +112,89 @@ def test_an_error_of_the_machine_is_one_line_and_exit_3(capsys):
     assert line.startswith("sweeper: error: [Errno 28] No space left on device")
 
 
-def test_a_bug_still_shows_its_traceback():
+def test_a_bug_is_exit_4_with_its_whole_traceback_in_crash_log(tmp_path, capsys):
     from sweeper.cli import reports_errors
 
     @reports_errors
-    def buggy() -> None:
-        raise KeyError("a bug")
+    def buggy(run_dir: Path) -> None:
+        try:
+            raise ValueError("the cause")
+        except ValueError as cause:
+            raise KeyError("a bug") from cause
 
-    with pytest.raises(KeyError):
-        buggy()
+    with pytest.raises(SystemExit) as exited:
+        buggy(run_dir=tmp_path)
+    assert exited.value.code == 4
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "internal error: KeyError" in line and str(tmp_path / "crash.log") in line
+    log = (tmp_path / "crash.log").read_text()
+    assert "Traceback" in log and "ValueError: the cause" in log and "KeyError: 'a bug'" in log
+
+
+def as_nobody() -> list[str]:
+    """The command prefix that drops root, so that a read-only folder really is one."""
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a command as an unprivileged user")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", "import sweeper"], capture_output=True, cwd="/"
+    )
+    if probe.returncode != 0:
+        pytest.skip("an unprivileged user cannot read this checkout or its virtualenv")
+    return prefix
+
+
+def test_a_read_only_folder_can_be_read_and_is_refused_in_one_line_for_writes(tmp_path):
+    import stat
+    import subprocess
+    import sys
+
+    prefix = as_nobody()
+    folder = tmp_path / "shared"
+    run_demo(folder / "run")
+    for path in [folder, *folder.rglob("*")]:
+        mode = path.stat().st_mode
+        path.chmod(
+            mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH)
+            | stat.S_IROTH
+            | (stat.S_IXOTH if path.is_dir() else 0)
+        )
+    for parent in (tmp_path, *tmp_path.parents):
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
+    run_dir = folder / "run"
+
+    def sweeper(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "sweeper", *argv],
+            capture_output=True,
+            text=True,
+            cwd="/",
+            timeout=60,
+            env={"PATH": os.environ["PATH"], "HOME": "/tmp"},
+        )
+
+    status = sweeper("status", str(run_dir))
+    assert status.returncode == 0, status.stderr
+    assert "jobs: 18" in status.stdout and "a rerun would send 0 requests" in status.stdout
+    demo = str(REPO / "sweeps" / "demo.yaml")
+    for argv in (
+        ("run", demo, "--offline", "--out", str(run_dir)),
+        ("repair", str(run_dir)),
+        ("rate", str(run_dir), _first_image(run_dir), "--stars", "3"),
+    ):
+        refused = sweeper(*argv)
+        assert refused.returncode == 2, (argv, refused.stderr)
+        [line] = refused.stderr.strip().splitlines()[-1:]
+        assert "the folder is read-only" in line, (argv, refused.stderr)
+
+
+def _first_image(run_dir: Path) -> str:
+    import pandas as pd
+
+    return str(pd.read_parquet(run_dir / "manifest.parquet")["file"].iloc[0])
