@@ -31,7 +31,6 @@ this run replaces a cached one, even a lower one (prices can rise).
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -41,16 +40,6 @@ PriceSource = Literal["spec", "learned", "cache"]
 StopReason = Literal["budget", "max_requests"]
 # Float prices (a learned 700.0, a spec's 0.35) must not refuse a request that fits exactly.
 TOLERANCE = 1e-9
-
-
-def used_credit_of(payload: Any) -> float | None:
-    """`aiRecord.teamUser.usedCredit` of an edit answer, if it is a usable number."""
-    record = payload.get("aiRecord") if isinstance(payload, dict) else None
-    team_user = record.get("teamUser") if isinstance(record, dict) else None
-    value = team_user.get("usedCredit") if isinstance(team_user, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 class PriceLearner:

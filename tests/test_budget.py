@@ -9,36 +9,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from sweeper.budget import Budget, PriceLearner, used_credit_of
-from sweeper.client import ApiClient, EditResult, parse_edit_result
-from sweeper.contract import FEATURE_TYPE, FEATURES_PATH, MODEL
-from sweeper.errors import RateLimited, TransientError
+from sweeper.budget import Budget, PriceLearner
+from sweeper.client import ApiClient
+from sweeper.contract import FEATURE_TYPE, MODEL
+from sweeper.errors import NotSent, RateLimited, TransientError, Unanswered
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
 from sweeper.user_cache import UserCache
 
 BASE = "https://api.1min.ai"
 PHOTO = Path(__file__).resolve().parent.parent / "sweeps" / "inputs" / "astronaut.jpg"
-
-
-def answer(used_credit) -> dict:
-    return {"aiRecord": {"status": "SUCCESS", "teamUser": {"usedCredit": used_credit}}}
-
-
-@pytest.mark.parametrize(
-    ("payload", "expected"),
-    [
-        (answer(8164605), 8164605.0),
-        (answer(12.5), 12.5),
-        (answer("8164605"), None),
-        (answer(True), None),
-        (answer(float("nan")), None),
-        ({"aiRecord": {"teamUser": None}}, None),
-        ({"aiRecord": []}, None),
-        ([], None),
-    ],
-)
-def test_used_credit_is_read_only_when_it_is_a_number(payload, expected):
-    assert used_credit_of(payload) == expected
 
 
 def test_the_price_is_the_smallest_positive_delta_per_image_of_the_later_answer():
@@ -221,16 +200,8 @@ def test_bad_settings_are_refused():
 # --- over real HTTP: the client, the budget and a small pool of our own ---------------
 
 
-class CreditReadingClient(ApiClient):
-    """`run_edit` plus the answer's `usedCredit`, as EditResult will carry it once wired."""
-
-    async def run_edit_with_credit(self, request_json: str) -> tuple[EditResult, float | None]:
-        headers = {"Content-Type": "application/json"}
-        payload = await self._post(FEATURES_PATH, data=request_json, headers=headers)
-        return parse_edit_result(payload), used_credit_of(payload)
-
-
-async def spend_until_refused(client: CreditReadingClient, budget: Budget, concurrency: int):
+async def spend_until_refused(client: ApiClient, budget: Budget, concurrency: int):
+    """The pool in small: reserve, send, close the reservation with what came back."""
     asset = await client.upload_asset(PHOTO)
     prompt = {"imageUrl": asset, "prompt": "budget", "megapixels": "0.25", "num_outputs": 1}
     request = json.dumps({"type": FEATURE_TYPE, "model": MODEL, "promptObject": prompt})
@@ -238,13 +209,13 @@ async def spend_until_refused(client: CreditReadingClient, budget: Budget, concu
     async def worker() -> None:
         while (reservation := await budget.reserve(images=1)) is not None:
             try:
-                result, used_credit = await client.run_edit_with_credit(request)
-            except RateLimited:
-                reservation.refused()
-            except TransientError:  # the client cannot say whether it was answered: assume not
+                result = await client.run_edit(request, num_outputs=1)
+            except Unanswered:
                 reservation.unanswered()
+            except (RateLimited, NotSent, TransientError):  # an error status, or never sent
+                reservation.refused()
             else:
-                reservation.settle(len(result.outputs), used_credit)
+                reservation.settle(len(result.outputs), result.used_credit)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
@@ -255,6 +226,7 @@ async def test_max_credits_is_never_passed_against_a_server_charging_700_per_ima
 ):
     faults = [
         FaultRule("features", "rate_limit", times=2, after=3, retry_after="0"),
+        FaultRule("features", "billed_drop", after=4),  # billed, and never answered
         FaultRule("features", "status", status=503, after=6),
     ]
     config = SimulatorConfig(credits_per_image=700, tiny_images=True, latency_s=0.02, faults=faults)
@@ -262,11 +234,12 @@ async def test_max_credits_is_never_passed_against_a_server_charging_700_per_ima
         api_base="loopback", model=MODEL, max_credits=10_000, cache=UserCache(tmp_path)
     )
     async with run_simulator(config) as sim, aiohttp.ClientSession() as session:
-        client = CreditReadingClient(session, sim.base_url, "key", request_timeout_s=10)
+        client = ApiClient(session, sim.base_url, "key", request_timeout_s=10)
         await spend_until_refused(client, budget, concurrency)
     billed = sim.state.credits_used
     assert 10_000 - (concurrency + 1) * 700 <= billed <= 10_000
-    assert sim.state.counters["rate_limited"] + sim.state.counters["fault_rate_limit"] == 2
+    assert sim.state.counters["fault_rate_limit"] == 2
+    assert sim.state.counters["billed_unanswered"] == 1
     assert (budget.stop_reason, budget.price, budget.price_source) == ("budget", 700, "learned")
-    assert budget.spent_credits >= billed  # the 503 was counted as maybe billed
+    assert budget.spent_credits == billed  # the dropped answer counted, the 429s and 503 not
     assert UserCache(tmp_path).learned_price("loopback", MODEL) == 700
