@@ -394,8 +394,27 @@ def serve(
 
 @main.command()
 @click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
-@click.option("--x", "x_axis", default=None, help="Axis across the contact sheets' columns.")
+@click.option(
+    "--x", "x_axis", default=None, help="Axis across the sheets' columns (a zip group or a member)."
+)
 @click.option("--y", "y_axis", default=None, help="Axis down the contact sheets' rows.")
+@click.option(
+    "--where",
+    default=None,
+    help="Only the images matching this pandas query, e.g. 'guidance>=3 and format==\"png\"'.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write the report here instead of DIR/report/ (for a read-only run folder, say).",
+)
+@click.option(
+    "--all",
+    "include_all",
+    is_flag=True,
+    help="Also show jobs of earlier versions of the spec, no longer in it.",
+)
 @click.option(
     "--thumb",
     default=256,
@@ -404,16 +423,37 @@ def serve(
     help="Thumbnail size in pixels.",
 )
 @reports_errors
-def report(run_dir: Path, x_axis: str | None, y_axis: str | None, thumb: int) -> None:
-    """Write contact sheets, an HTML gallery and A/B summaries for the run in DIR.
+def report(
+    run_dir: Path,
+    x_axis: str | None,
+    y_axis: str | None,
+    where: str | None,
+    out: Path | None,
+    include_all: bool,
+    thumb: int,
+) -> None:
+    """Write contact sheets, plots, rankings and a gallery for the run in DIR.
+
+    Measures (from `sweeper score`, plus latency and bytes) are averaged per
+    value of each axis with a bootstrap 95 % interval (summary.csv), and per
+    --x/--y cell (pivot.csv); votes give ranking.csv. Zipped parameters form
+    one axis.
 
     \b
     Example:
-      sweeper report results/demo --x guidance --y seed
+      sweeper report results/demo --x guidance --y seed --where 'steps == 20'
     """
     from sweeper.report import write_report
 
-    index = write_report(run_dir, x_axis=x_axis, y_axis=y_axis, thumb=thumb)
+    index = write_report(
+        run_dir,
+        x_axis=x_axis,
+        y_axis=y_axis,
+        thumb=thumb,
+        where=where,
+        out=out,
+        include_all=include_all,
+    )
     click.echo(f"Report written to {index}")
 
 
@@ -638,3 +678,171 @@ def _rewrite_manifest(run_dir: Path) -> None:
 
     with Journal.open_existing(run_dir) as journal:
         write_manifest(journal, run_dir)
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The .tar.gz to write (default: DIR.tar.gz beside DIR).",
+)
+@reports_errors
+def pack(run_dir: Path, out: Path | None) -> None:
+    """Pack the run in DIR into one verified .tar.gz, even while it runs.
+
+    The journal is copied consistently and each image is included only if it
+    matches its recorded sha256; MANIFEST.sha256 inside lists every file.
+
+    \b
+    Example:
+      sweeper pack results/demo -o demo-2026-12-01.tar.gz
+    """
+    from sweeper.pack import pack_run
+
+    click.echo(f"Packed {run_dir} into {pack_run(run_dir, out)}")
+
+
+@main.command()
+@click.argument("archive", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("dest", metavar="DIR", type=RUN_DIR_ARG)
+@reports_errors
+def unpack(archive: Path, dest: Path) -> None:
+    """Unpack a pack into DIR (new or empty), checking every file against its sha256.
+
+    A pack with a missing, extra or changed file, or an unsafe path, is refused
+    and nothing is written.
+
+    \b
+    Example:
+      sweeper unpack demo-2026-12-01.tar.gz results/demo-copy
+    """
+    from sweeper.pack import unpack_run
+
+    click.echo(f"Unpacked and verified {archive} into {unpack_run(archive, dest)}")
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.argument("url", metavar="URL")
+@reports_errors
+def push(run_dir: Path, url: str) -> None:
+    """Copy the run in DIR to object storage at URL (s3://bucket/path, file://, ...).
+
+    Only files the remote lacks are sent; an interrupted push resumes where it
+    stopped. Credentials come from the backend's usual environment and config
+    (for S3: AWS_* variables, AWS_ENDPOINT_URL included) and are never shown.
+    S3 needs the extra: pip install 'sweeper[s3]'.
+
+    \b
+    Example:
+      sweeper push results/demo s3://team-sweeps/demo
+    """
+    from sweeper.display import transfer_progress
+    from sweeper.remote import display_url, push_run
+
+    with transfer_progress("push") as progress:
+        result = push_run(run_dir, url, progress=progress)
+    click.echo(
+        f"Pushed {run_dir} to {display_url(url)}: {len(result.sent)} files sent "
+        f"({result.bytes_sent / 1e6:.1f} MB), {result.unchanged} already there, "
+        f"{len(result.removed)} removed"
+    )
+
+
+@main.command()
+@click.argument("url", metavar="URL")
+@click.argument("dest", metavar="DIR", type=RUN_DIR_ARG)
+@click.option("--force", is_flag=True, help="Pull into a folder that is not empty.")
+@reports_errors
+def pull(url: str, dest: Path, force: bool) -> None:
+    """Copy a run pushed to URL into DIR, checking every file against its sha256.
+
+    The result is a normal run folder: status, report, score, diff, and a rerun
+    that sends nothing if the run was finished.
+
+    \b
+    Example:
+      sweeper pull s3://team-sweeps/demo results/demo
+    """
+    from sweeper.display import transfer_progress
+    from sweeper.remote import display_url, pull_run
+
+    with transfer_progress("pull") as progress:
+        result = pull_run(url, dest, force=force, progress=progress)
+    click.echo(
+        f"Pulled {display_url(url)} into {dest}: {result.files} files "
+        f"({result.bytes / 1e6:.1f} MB), every one verified"
+    )
+
+
+@main.command()
+@click.argument("run_dir", metavar="DIR", type=RUN_DIR_ARG)
+@click.option(
+    "--scorer",
+    "scorers",
+    multiple=True,
+    metavar="MODULE:FUNCTION",
+    help="A scorer to run as well: module:function (importable from the current folder or "
+    "PYTHONPATH) or the name of an installed sweeper.scorers plugin. Repeatable.",
+)
+@click.option("--no-builtin", is_flag=True, help="Skip the four built-in measures.")
+@reports_errors
+def score(run_dir: Path, scorers: tuple[str, ...], no_builtin: bool) -> None:
+    """Measure every image of DIR into DIR/scores.parquet, one row per image.
+
+    Built in: structure_ssim (how much of the input's structure the edit kept),
+    edge_f1, sharpness and colorfulness. Only images not yet scored by a
+    scorer's current version are scored; a scorer failing on one image leaves
+    NaN and its reason, and the run goes on. See docs/scoring.md.
+
+    \b
+    Example:
+      sweeper score results/demo --scorer my_measures:red_mean
+    """
+    from sweeper.display import count_progress
+    from sweeper.score.scoring import score_run
+
+    with count_progress("score") as progress:
+        result = score_run(run_dir, list(scorers), builtin=not no_builtin, progress=progress)
+    click.echo(result.describe())
+    for line in result.first_errors:
+        click.echo(f"  {line}", err=True)
+    sys.exit(1 if result.failures else 0)
+
+
+@main.command()
+@click.argument("a", metavar="A", type=RUN_DIR_ARG)
+@click.argument("b", metavar="B", type=RUN_DIR_ARG)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where to write diff.csv and diff.html (default: B/diff-vs-<A's name>/).",
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    metavar="SSIM",
+    help="Count images at or above this SSIM as the same (the exit code and the page).",
+)
+@reports_errors
+def diff(a: Path, b: Path, out: Path | None, threshold: float | None) -> None:
+    """Compare the images of two runs, matched by their parameters, never by file name.
+
+    Exit 0 when nothing differs (pixel-identical counts as the same), 1 when
+    anything differs or is only in one run. Never contacts the API.
+
+    \b
+    Example:
+      sweeper diff results/nightly-11-30 results/nightly-12-01
+    """
+    from sweeper.diff import diff_runs
+
+    result = diff_runs(a, b, out=out, threshold=threshold)
+    click.echo(result.summary)
+    sys.exit(result.exit_code)

@@ -2,6 +2,7 @@
 
     SweeperError            anything sweeper raises on purpose
     ├── SpecError           the user's spec or command line is wrong (exit 2)
+    │   └── StorageError    object storage refused or failed (push, pull)
     ├── AbortError          the whole run must stop now (exit 3)
     │   ├── AuthError       the API key is missing or was rejected
     │   ├── CreditsError    the account is out of credits
@@ -50,6 +51,10 @@ class SpecError(SweeperError):
     def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.problems: list[str] = list(problems) or [message]
+
+
+class StorageError(SpecError):
+    """Object storage refused or failed an operation; the message is one scrubbed line."""
 
 
 class AbortError(SweeperError):

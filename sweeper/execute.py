@@ -211,7 +211,7 @@ async def _execute(
     claim = claim_run_dir(run_dir, spec.name, target.base, offline=target.offline)
     started = time.monotonic()
     with claim, Journal.open(run_dir) as journal:
-        freeze_spec(run_dir, spec.source_text)
+        await asyncio.to_thread(_keep_inputs_and_spec, run_dir, spec, journal)
         write_run_record(run_dir, record | {"outcome": "running"})
         await _settle_what_the_last_run_left(journal, run_dir)
         await asyncio.to_thread(journal.add_jobs, expand_jobs(spec), target.base)
@@ -264,6 +264,26 @@ async def _execute(
                 error.result = result
             raise error
     return result
+
+
+def _keep_inputs_and_spec(run_dir: Path, spec: SweepSpec, journal: Journal) -> None:
+    """Copy every input image into DIR/inputs/, and freeze a spec that points at them.
+
+    So the run folder is a record that travels: moved, packed or pulled elsewhere,
+    `sweeper run DIR/spec.yaml --out DIR` runs as it stands, and finds every job done.
+    """
+    from sweeper.inputs import copy_inputs, local_images, rewrite_frozen_spec
+    from sweeper.journal import INPUT_FILE_META
+
+    images = local_images(spec)
+    files = [
+        (ref.local_path, ref.sha256) for ref in images.values() if ref.local_path and ref.sha256
+    ]
+    kept = copy_inputs(run_dir, files)
+    for sha256, relative in kept.items():
+        journal.set_meta(f"{INPUT_FILE_META}{sha256}", relative)
+    mapping = {given: kept[ref.sha256] for given, ref in images.items() if ref.sha256}
+    freeze_spec(run_dir, rewrite_frozen_spec(spec.source_text, mapping))
 
 
 async def _settle_what_the_last_run_left(journal: Journal, run_dir: Path) -> None:

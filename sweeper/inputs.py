@@ -19,7 +19,6 @@ loses comments and layout, so the original text is then kept below as comments.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,18 +30,18 @@ from typing import TYPE_CHECKING, Any
 
 from sweeper.atomic import replacing
 from sweeper.errors import SpecError
+from sweeper.integrity import file_sha256
+from sweeper.run_folder import INPUTS_DIR
 
 if TYPE_CHECKING:
     from sweeper.job import ImageRef
     from sweeper.spec import SweepSpec
 
-INPUTS_DIR = "inputs"
 IMAGE_KEY = "image"
 SECTIONS = ("params", "grid", "zip", "exclude")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 EXTENSION_PATTERN = re.compile(r"^[a-z0-9]{1,10}$")
 PILLOW_EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "TIFF": "tiff"}
-CHUNK_BYTES = 2**20
 # An anchor (&name) or tag (!tag) written before a scalar is kept in front of the new value.
 NODE_PROPERTIES = re.compile(r"^(?:[&!]\S*\s+)*")
 # PyYAML also breaks lines at these, so they must not appear raw inside a comment.
@@ -83,7 +82,7 @@ def copy_inputs(run_dir: Path, images: Iterable[tuple[Path, str]]) -> dict[str, 
 
 def _keep_input(folder: Path, local: Path, sha256: str) -> Path:
     for present in sorted(folder.glob(f"{sha256}.*")):
-        if present.is_file() and not present.is_symlink() and _sha256(present) == sha256:
+        if present.is_file() and not present.is_symlink() and file_sha256(present) == sha256:
             return present
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{sha256}.{input_extension(local)}"
@@ -93,7 +92,7 @@ def _keep_input(folder: Path, local: Path, sha256: str) -> Path:
             os.link(local, partial)
         except OSError:  # another file system, or links not allowed: copy instead
             shutil.copyfile(local, partial)
-        found = _sha256(partial)
+        found = file_sha256(partial)
         if found != sha256:
             raise SpecError(
                 f"{local}: changed since the spec was read (sha256 {found[:12]}…, "
@@ -114,14 +113,6 @@ def input_extension(local: Path) -> str:
             return PILLOW_EXTENSIONS.get(image.format or "", "img")
     except (UnidentifiedImageError, OSError):
         return "img"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def rewrite_frozen_spec(spec_text: str, mapping: Mapping[str, str]) -> str:

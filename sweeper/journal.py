@@ -93,6 +93,10 @@ MIGRATIONS = (
     ("outputs", "mtime_ns", "INTEGER"),
 )
 NO_URL = "the API's answer carried no URL for this image"
+# Meta keys, + an input image's sha256: where it was found (absolute), and where the
+# run folder keeps its copy (relative to the folder).
+INPUT_PATH_META = "input:"
+INPUT_FILE_META = "input_file:"
 GENERATED_SQL = "UPDATE jobs SET state = 'generated', "
 
 INSERT_JOB = (

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from sweeper.atomic import replacing
 from sweeper.contract import IMAGE, PARAMS
 from sweeper.errors import SpecError
-from sweeper.journal import Journal
+from sweeper.journal import INPUT_FILE_META, Journal
 from sweeper.run_folder import MANIFEST_CSV, MANIFEST_PARQUET
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ COLUMN_KINDS: dict[str, str] = {
     IMAGE: TEXT,
     **{name: _PARAMETER_KINDS[param.kind] for name, param in PARAMS.items()},
     "image_sha256": TEXT,
+    "input_file": TEXT,
     "asset_path": TEXT,
     "model": TEXT,
     "api_base": TEXT,
@@ -87,10 +88,12 @@ SELECT j.job_id, coalesce(o.output_index, 0) AS output_index,
          ELSE 'pending' END AS status,
     o.file, o.sha256, o.bytes, o.width, o.height,
     j.image_given AS {IMAGE}, {", ".join(f"j.{name}" for name in PARAMS)},
-    j.image_sha256, j.asset_path, j.model, j.api_base, j.record_uuid, o.remote_path,
+    j.image_sha256, json_extract(mi.value, '$') AS input_file, j.asset_path, j.model,
+    j.api_base, j.record_uuid, o.remote_path,
     j.attempts, j.unanswered_attempts, coalesce(o.error, j.error) AS error, j.submitted_at,
     j.finished_at, j.latency_s, o.expires_at AS link_expires_at, j.request_json
 FROM jobs j LEFT JOIN outputs o USING (job_id)
+    LEFT JOIN meta mi ON mi.key = '{INPUT_FILE_META}' || j.image_sha256
 ORDER BY j.idx, o.output_index
 """
 
@@ -323,7 +326,17 @@ def arrow_schema() -> pa.Schema:
 
 
 def write_jsonl(frame: pd.DataFrame, target: Path) -> None:
-    """Write `frame` as JSON lines, replacing `target` atomically."""
+    """Write `frame` as JSON lines, replacing `target` atomically.
+
+    The request goes in as a nested object, `request`, not as the text of
+    `request_json`: a JSON reader gets the request itself.
+    """
+    import json
+
+    request = frame["request_json"].map(
+        lambda text: json.loads(text) if isinstance(text, str) else None
+    )
+    frame = frame.assign(request_json=request).rename(columns={"request_json": "request"})
     with replacing(target) as partial:
         # pandas' defaults would cut timestamps to milliseconds and floats to 10 decimals.
         frame.to_json(

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sweeper.contract import PARAMETER_NAMES as PARAMETER_COLUMNS
 from sweeper.manifest import VOTE_KINDS
 from sweeper.report.axis_choice import sort_key
+from sweeper.report.stats import CONFIDENCE, bootstrap_interval
 from sweeper.votes import FAVOURITE, TIE, VOTE_COLUMNS
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ STAR_COLUMNS = ["axis", "value", "measure", "n", "mean", "ci_low", "ci_high"]
 MANIFEST_VOTE_COLUMNS = list(VOTE_KINDS)
 BOOTSTRAP_SEED = 13
 RESAMPLES = 1000
-CONFIDENCE = 0.95
 PRIOR_TIES = 1.0
 MAX_ITERATIONS = 10_000
 
@@ -137,7 +137,9 @@ def star_summary(
             break
         for value in _axis_values(done, axis):
             stars = rated.loc[rated[axis].map(_key) == _key(value), "stars_mean"]
-            low, high = _mean_interval(stars.to_numpy(float), resamples, _rng(seed, axis, value))
+            low, high = bootstrap_interval(
+                stars.to_numpy(float), resamples=resamples, rng=_rng(seed, axis, value)
+            )
             mean = stars.mean() if len(stars) else float("nan")
             records.append((axis, value, "stars", len(stars), mean, low, high))
     summary = pd.DataFrame.from_records(records, columns=STAR_COLUMNS)
@@ -238,19 +240,6 @@ def _bootstrap_strengths(
     fits = np.array([fit_strengths(n_values, index_a[d], index_b[d], score_a[d]) for d in draws])
     tail = (1 - CONFIDENCE) / 2 * 100
     return np.percentile(fits, tail, axis=0), np.percentile(fits, 100 - tail, axis=0)
-
-
-def _mean_interval(
-    sample: np.ndarray, resamples: int, rng: np.random.Generator
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean; NaN below two observations."""
-    import numpy as np
-
-    if len(sample) < 2:
-        return float("nan"), float("nan")
-    means = sample[rng.integers(0, len(sample), size=(resamples, len(sample)))].mean(axis=1)
-    tail = (1 - CONFIDENCE) / 2 * 100
-    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
 def _rng(seed: int, *names: Any) -> np.random.Generator:

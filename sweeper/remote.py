@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from sweeper.errors import SpecError, SweeperError
+from sweeper.errors import SpecError, StorageError, SweeperError
 from sweeper.run_folder import LOCK_FILE, RUN_RECORD
 from sweeper.snapshot import (
     IN_MEMORY_BYTES,
@@ -84,10 +84,6 @@ BACKEND_PACKAGES = {
     **dict.fromkeys(("gs", "gcs"), "gcsfs"),
     **dict.fromkeys(("az", "abfs", "abfss"), "adlfs"),
 }
-
-
-class StorageError(SpecError):
-    """Object storage refused or failed an operation; the message is one scrubbed line."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from PIL import Image, ImageChops, ImageStat
 
 from sweeper.errors import AbortError, JobError, SpecError, TransientError
-from sweeper.journal import Journal
+from sweeper.journal import INPUT_FILE_META, INPUT_PATH_META, Journal
 from sweeper.retry import RetryPolicy
 from sweeper.run_folder import REPRODUCE_DIR
 
@@ -137,7 +137,9 @@ def _load_recorded(run_dir: Path, job_id: str, output_index: int) -> RecordedJob
                 f"{run_dir}: no job {job_id!r}; the job_id column of manifest.csv lists them"
             )
         output = _output(row, output_index)
-        input_path = journal.get_meta(f"input:{row['image_sha256']}")
+        sha256 = row["image_sha256"]
+        kept = journal.get_meta(f"{INPUT_FILE_META}{sha256}")  # the run folder's own copy
+        input_path = str(run_dir / kept) if kept else journal.get_meta(f"{INPUT_PATH_META}{sha256}")
     if not row.get("request_json"):
         raise SpecError(f"job {job_id} was never sent, so there is no request to reproduce")
     return RecordedJob(

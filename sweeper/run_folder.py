@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 DEFAULT_RESULTS_ROOT = Path("results")
 IMAGES_DIR = "images"
+INPUTS_DIR = "inputs"
 TMP_DIR = "tmp"
 REPORT_DIR = "report"
 REPRODUCE_DIR = "reproduce"
@@ -83,7 +84,7 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
 def require_writable(folder: Path, hint: str) -> None:
     """Refuse, in one line, to write into a folder that is read-only (`hint`: what to do)."""
     existing = next((f for f in (folder, *folder.parents) if f.exists()), None)
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+    if existing is not None and existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         raise SpecError(f"{folder}: the folder is read-only; {hint}")
 
 
@@ -225,6 +226,21 @@ class RunFolder:
 
         with Journal.open_existing(self.path) as journal:
             return run_status(journal, self.path, live=is_live(self.path), verify=verify)
+
+    def scores(self) -> pd.DataFrame:
+        """scores.parquet: one row per scored image, keyed by the manifest's `file`."""
+        from sweeper.score.table import read_scores
+
+        return read_scores(self.path)
+
+    def frame(self) -> pd.DataFrame:
+        """The manifest with each image's scores joined on (NaN where unscored).
+
+        The vote columns are part of the manifest already.
+        """
+        from sweeper.score.table import join_scores
+
+        return join_scores(self.manifest(), self.scores())
 
     def votes(self, rater: str | None = None) -> pd.DataFrame:
         """Every vote cast on this run's images (one rater's if given), in the order cast."""

@@ -32,8 +32,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from sweeper.errors import SpecError
-from sweeper.inputs import INPUTS_DIR as INPUTS
 from sweeper.run_folder import IMAGES_DIR as IMAGES
+from sweeper.run_folder import INPUTS_DIR as INPUTS
 from sweeper.run_folder import JOURNAL_FILE as JOURNAL
 from sweeper.run_folder import TMP_DIR
 

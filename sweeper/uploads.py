@@ -14,7 +14,7 @@ import asyncio
 from sweeper.client import ApiClient
 from sweeper.errors import UploadFailed
 from sweeper.job import ImageRef
-from sweeper.journal import Journal
+from sweeper.journal import INPUT_PATH_META, Journal
 from sweeper.retry import Attempts, GaveUp
 
 
@@ -54,7 +54,9 @@ class AssetUploader:
         assert image.local_path is not None and image.sha256 is not None
         if image.sha256 not in self._inputs_noted:
             self._inputs_noted.add(image.sha256)
-            self._journal.set_meta(f"input:{image.sha256}", str(image.local_path.resolve()))
+            self._journal.set_meta(
+                f"{INPUT_PATH_META}{image.sha256}", str(image.local_path.resolve())
+            )
 
     async def _upload(self, image: ImageRef) -> str:
         local_path, sha256 = image.local_path, image.sha256

@@ -1,8 +1,9 @@
 """Headless Chromium over its DevTools protocol, with aiohttp's websocket client only.
 
-The same approach as test_report_browser.py: Chromium picks its own DevTools
-port (--remote-debugging-port=0) and writes it to DevToolsActivePort in a fresh
-profile. `chromium` starts one browser; `open_tab` drives its page.
+Chromium picks its own DevTools port (--remote-debugging-port=0) and writes it
+to DevToolsActivePort in a fresh profile. `chromium` starts one browser;
+`open_tab` drives its page. The report's and the review app's browser tests
+both use it.
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ class Tab:
                 return message["result"]
             self.events.append(message)
 
+    async def wait_for(self, event: str) -> dict[str, Any]:
+        """Wait until the page has sent `event` (kept with the others)."""
+        while not any(e.get("method") == event for e in self.events):
+            self.events.append(await self._socket.receive_json(timeout=20))
+        return next(e for e in self.events if e.get("method") == event)
+
     async def evaluate(self, expression: str) -> Any:
         answer = await self.call("Runtime.evaluate", expression=expression, returnByValue=True)
         assert "exceptionDetails" not in answer, answer["exceptionDetails"]
@@ -127,7 +134,14 @@ class Tab:
         return [e["params"] for e in self.events if e.get("method") == event]
 
 
-async def open_tab(port: int, url: str, session: aiohttp.ClientSession) -> Tab:
+async def open_tab(
+    port: int,
+    url: str,
+    session: aiohttp.ClientSession,
+    *,
+    viewport: tuple[int, int] | None = None,
+) -> Tab:
+    """Open `url` in the browser's page; with `viewport`, that size, waiting for the load."""
     async with session.get(f"http://127.0.0.1:{port}/json/list") as answer:
         targets = await answer.json()
     [page] = [t for t in targets if t["type"] == "page"][:1]
@@ -135,5 +149,16 @@ async def open_tab(port: int, url: str, session: aiohttp.ClientSession) -> Tab:
     tab = Tab(socket)
     for domain in ("Page", "Runtime", "Network", "Log"):
         await tab.call(f"{domain}.enable")
+    if viewport is not None:
+        width, height = viewport
+        await tab.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
     await tab.call("Page.navigate", url=url)
+    if viewport is not None:
+        await tab.wait_for("Page.loadEventFired")
     return tab

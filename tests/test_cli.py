@@ -18,7 +18,7 @@ from sweeper.run_result import RunResult
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = [
     "plan", "run", "status", "report", "reproduce", "export", "serve", "repair", "review",
-    "rate", "prefer", "votes",
+    "rate", "prefer", "votes", "score", "diff", "pack", "unpack", "push", "pull",
 ]  # fmt: skip
 
 

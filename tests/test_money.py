@@ -163,14 +163,14 @@ async def test_a_full_disk_mid_run_stops_sending_and_a_rerun_pays_for_nothing_an
 ):
     spec = write_spec(tmp_path, list(range(1, 9)), outputs=1)  # 16 jobs
     run_dir = tmp_path / "run"
-    commits = {"n": 0}
+    # The disk fills up while requests are in flight: each is slow enough (0.3 s) that
+    # the 4 workers all hold one when the 3rd answer comes in.
+    async with run_simulator(SimulatorConfig(latency_s=0.3)) as sim:
 
-    def disk_fills_up() -> None:
-        commits["n"] += 1
-        if commits["n"] > 12:
-            raise sqlite3.OperationalError("database or disk is full")
+        def disk_fills_up() -> None:
+            if sim.state.counters["succeeded"] >= 3:
+                raise sqlite3.OperationalError("database or disk is full")
 
-    async with run_simulator(SimulatorConfig(latency_s=0.05)) as sim:
         monkeypatch.setattr(Journal, "before_commit", staticmethod(disk_fills_up))
         with pytest.raises(JournalWriteFailed) as stopped:
             await run_sweep(spec, run_dir, sim.base_url)

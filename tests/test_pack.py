@@ -88,7 +88,9 @@ def test_pack_then_unpack_gives_back_every_file_of_the_record(run_dir, pack, tmp
     dest = unpack_run(pack, tmp_path / "unpacked")
     unpacked = files_under(dest)
     images = recorded_images(run_dir)
-    assert set(unpacked) == RECORD | set(images) | {"report/index.html"}
+    inputs = {p.relative_to(run_dir).as_posix() for p in (run_dir / "inputs").iterdir()}
+    assert inputs  # a run keeps its input photo
+    assert set(unpacked) == RECORD | set(images) | inputs | {"report/index.html"}
     for name, data in unpacked.items():
         if name != "journal.sqlite":  # a backup copy: the same rows, not the same bytes
             assert data == (run_dir / name).read_bytes(), name

@@ -17,7 +17,6 @@ from sweeper.votes import record_stars
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "record.md"
 EXAMPLE_RUN = "results/portrait-depth-study"
-NOT_YET_WIRED = {"input_file"}  # documented for issue 15, not in the manifest yet
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def documented_columns(text: str) -> set[str]:
 
 def test_every_manifest_column_is_documented_and_nothing_else(study):
     documented = documented_columns(section("The manifest"))
-    assert documented - NOT_YET_WIRED == set(COLUMNS)
+    assert documented == set(COLUMNS)
     assert list(pd.read_parquet(study / "manifest.parquet").columns) == COLUMNS
 
 

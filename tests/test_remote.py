@@ -26,11 +26,10 @@ from study_run import run_study
 
 from sweeper import remote
 from sweeper.cli import main
-from sweeper.errors import SpecError
+from sweeper.errors import SpecError, StorageError
 from sweeper.journal import Journal
 from sweeper.remote import (
     INDEX_NAME,
-    StorageError,
     Transfer,
     display_url,
     pull_run,
@@ -399,3 +398,44 @@ def test_the_index_holds_paths_hashes_and_sizes_only(run_dir, url, s3):
         "sha256": hashlib.sha256(manifest).hexdigest(),
         "size": len(manifest),
     }
+
+
+def test_push_wipe_pull_and_the_original_spec_reruns_with_no_edit(aws_env, url, tmp_path):
+    """Issue 15's done-when: the pulled folder is the run, and it is finished."""
+    import os
+    import subprocess
+    import sys
+
+    from sweeper.simulator import SimulatorConfig, SimulatorThread
+
+    spec = REPO / "sweeps" / "demo.yaml"
+    run_dir, pulled = tmp_path / "run", tmp_path / "pulled"
+
+    def cli(*argv: str, base: str) -> subprocess.CompletedProcess[str]:
+        env = os.environ | {"ONEMIN_API_KEY": "sk-s3-travel", "ONEMIN_API_BASE": base}
+        return subprocess.run(
+            [sys.executable, "-m", "sweeper", *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=180,
+        )
+
+    with SimulatorThread(SimulatorConfig()) as sim:
+        outputs = [cli("run", str(spec), "--out", str(run_dir), base=sim.base_url)]
+        assert outputs[-1].returncode == 0, outputs[-1].stderr
+        outputs.append(cli("push", str(run_dir), url, base=sim.base_url))
+        assert outputs[-1].returncode == 0, outputs[-1].stderr
+        shutil.rmtree(run_dir)
+        outputs.append(cli("pull", url, str(pulled), base=sim.base_url))
+        assert outputs[-1].returncode == 0, outputs[-1].stderr
+        edits = sim.state.counters["features"]
+        outputs.append(cli("run", str(spec), "--out", str(pulled), base=sim.base_url))
+        assert outputs[-1].returncode == 0, outputs[-1].stderr
+        assert sim.state.counters["features"] == edits
+    for done in outputs:
+        assert SECRET not in done.stdout + done.stderr
+    for path in pulled.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path

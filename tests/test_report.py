@@ -20,10 +20,10 @@ from PIL import Image
 from study_run import EXCLUDED, FAILURE, GUIDANCES, JOBS, PROMPTS, SEEDS, run_study
 
 from sweeper.cli import main
-from sweeper.report.axis_choice import choose_axes
+from sweeper.report.axis_choice import StudyAxes, choose_axes, varied_parameters
 from sweeper.report.sheets import PADDING, PLACEHOLDER, write_sheets
 from sweeper.report.sheets import _placeholder as placeholder
-from sweeper.report.summary import ab_summary
+from sweeper.report.stats import summarise
 from sweeper.report.thumbs import make_thumbnails
 
 CELL = 128
@@ -81,7 +81,7 @@ def draw_sheets(run_dir: Path, folder: Path, x: str | None = None, y: str | None
     """Sheets of the chosen axes drawn at CELL pixels, with the manifest, axes and thumbnails."""
     frame = manifest(run_dir)
     thumbs = make_thumbnails(frame, run_dir, folder, CELL)
-    x, y, z = choose_axes(frame, x, y)
+    x, y, z = choose_axes(frame, StudyAxes(varied_parameters(frame)), x, y)
     return frame, (x, y, z), thumbs, folder, write_sheets(frame, x, y, z, thumbs, folder, CELL)
 
 
@@ -211,7 +211,7 @@ def test_x_and_y_can_be_chosen_and_the_rest_become_z(run_copy):
     result = report_cli(str(run_copy), "--x", "guidance", "--y", "seed", "--thumb", "64")
     assert result.exit_code == 0, result.output
     frame = manifest(run_copy)
-    x, y, z = choose_axes(frame, "guidance", "seed")
+    x, y, z = choose_axes(frame, StudyAxes(varied_parameters(frame)), "guidance", "seed")
     assert (x, y, z) == ("guidance", "seed", ["prompt"])
     sheets = sorted((run_copy / "report").glob("sheet-*.png"))
     assert len(sheets) == len(PROMPTS)
@@ -337,7 +337,7 @@ def test_the_gallery_has_a_card_for_every_manifest_row(study, report, page):
         params = page.params(card)
         # Full parameters, unescaped back to exactly what the manifest holds.
         assert params["prompt"] == row.prompt
-        assert card["attrs"]["data-p_prompt"] == row.prompt
+        assert card["attrs"]["data-p0"] == row.prompt  # filters key axes by position
         assert (params["seed"], params["guidance"]) == (str(row.seed), str(row.guidance))
         if row.status == "succeeded":
             assert card["links"] == [f"../{row.file}"]
@@ -392,48 +392,38 @@ def test_the_page_shows_the_run_and_the_spec(study, page):
 # --- A/B summary ------------------------------------------------------------------------
 
 
-def expected_summary(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """The A/B table for one parameter, computed the plain pandas way."""
-    done = frame[frame["status"] == "succeeded"]
-    failed = frame[frame["status"] == "failed"]
-    table = pd.DataFrame(
-        {
-            "images": done.groupby(column).size(),
-            "failures": failed.groupby(column).size(),
-            "mean_latency_s": done.groupby(column)["latency_s"].mean(),
-            "mean_bytes": done.groupby(column)["bytes"].mean(),
-        },
-        index=pd.Index(sorted(frame[column].unique()), name=column),
-    )
-    return table.fillna({"images": 0, "failures": 0})
-
-
-def test_summary_csv_matches_a_pandas_groupby(study, report):
+def test_summary_csv_is_long_form_and_its_means_match_a_pandas_groupby(study, report):
     frame = manifest(study)
+    done = frame[frame["status"] == "succeeded"]
     summary = pd.read_csv(report / "summary.csv", dtype={"value": str}, keep_default_na=False)
-    assert list(summary.columns) == [
-        "parameter", "value", "images", "failures", "mean_latency_s", "mean_bytes",
-    ]  # fmt: skip
-    assert list(dict.fromkeys(summary["parameter"])) == ["prompt", "guidance", "seed"]
-    for column in ("prompt", "seed", "guidance"):
-        expected = expected_summary(frame, column)
-        got = summary[summary["parameter"] == column]
-        assert got["value"].tolist() == [str(v) for v in expected.index]
-        for (_, row), (_, want) in zip(got.iterrows(), expected.iterrows(), strict=True):
-            assert (row["images"], row["failures"]) == (want["images"], want["failures"])
-            assert math.isclose(row["mean_latency_s"], want["mean_latency_s"], rel_tol=1e-9)
-            assert math.isclose(row["mean_bytes"], want["mean_bytes"], rel_tol=1e-9)
-    assert summary["images"].sum() == 3 * (frame["status"] == "succeeded").sum()
-    assert summary["failures"].sum() == 3
+    assert list(summary.columns) == ["axis", "value", "measure", "n", "mean", "ci_low", "ci_high"]
+    assert list(dict.fromkeys(summary["axis"])) == ["prompt", "guidance", "seed"]
+    assert set(summary["measure"]) == {"latency_s", "bytes"}  # nothing scored yet
+    for axis in ("prompt", "seed", "guidance"):
+        got = summary[(summary["axis"] == axis) & (summary["measure"] == "bytes")]
+        want = done.groupby(axis)["bytes"].agg(["size", "mean"])
+        assert got["value"].tolist() == [str(v) for v in want.index]
+        assert got["n"].tolist() == want["size"].tolist()
+        for mean, expected in zip(got["mean"], want["mean"], strict=True):
+            assert math.isclose(float(mean), expected, rel_tol=1e-9)
+        latency = summary[(summary["axis"] == axis) & (summary["measure"] == "latency_s")]
+        per_request = done.drop_duplicates("job_id").groupby(axis)["latency_s"].size()
+        assert latency["n"].tolist() == per_request.tolist()  # latency counts requests
+    pivot = pd.read_csv(report / "pivot.csv")
+    assert list(pivot.columns) == ["x", "y", "measure", "n", "mean", "ci_low", "ci_high"]
 
 
 def test_summary_values_keep_their_type(study):
     # Only numeric axes: an int seed must not come out as 1.0 next to a float guidance.
-    summary = ab_summary(manifest(study), ["seed", "guidance"])
+    summary = summarise(manifest(study), ["seed", "guidance"], ["bytes"])
     assert [str(v) for v in summary["value"]] == [*map(str, SEEDS), *map(str, GUIDANCES)]
 
 
-def test_the_page_shows_the_summary(study, page):
+def test_the_page_shows_the_summary_and_its_plots(study, report, page):
     for prompt in PROMPTS:
         assert page.has_text(prompt)
-    assert page.has_text("mean_latency_s") and page.has_text("mean_bytes")
+    assert page.has_text("latency_s") and page.has_text("ci_low")
+    plots = sorted(p.name for p in (report / "plots").glob("*.png"))
+    assert "seed--bytes.png" in plots and "pivot--bytes.png" in plots
+    for name in plots:
+        assert f"plots/{name}" in (report / "index.html").read_text(encoding="utf-8")

@@ -240,8 +240,12 @@ def same(got: Any, want: Any) -> bool:
 
 def read_back(target: Path) -> list[dict[str, Any]]:
     """The exported rows, as plain values with no type guessing by a reader."""
-    if target.suffix == ".jsonl":
-        return [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    if target.suffix == ".jsonl":  # the request is nested there: compare it as its text
+        rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+        for row in rows:
+            request = row.pop("request")
+            row["request_json"] = json.dumps(request, separators=(",", ":"), ensure_ascii=False)
+        return [{name: row[name] for name in COLUMNS} for row in rows]
     text = pd.read_csv(target, dtype=str, keep_default_na=False)
     return text.to_dict("records")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,22 +156,39 @@ def _placeholder(size: int, text: str) -> Image.Image:
     return tile
 
 
+HOLE_HEADINGS = {
+    "failed": "failed",
+    "lost": "lost (paid; its image could not be fetched)",
+    "unanswered": "no answer (may have been billed)",
+    "pending": "not finished",
+}
+
+
 def hole_label(row: Any) -> str:
-    """What stands in for a manifest row that has no image to show."""
-    if row["status"] == "succeeded":
-        return f"image file missing: {row['file']}"
+    """What stands in for a manifest row that has no image to show, and why."""
     import pandas as pd
 
-    error = row["error"]
+    status = str(row["status"])
+    if status == "succeeded":
+        return f"image file missing: {row['file']}"
+    if status == "pending" and (pd.isna(row.get("attempts")) or not row.get("attempts")):
+        return "not yet run"
+    heading = HOLE_HEADINGS.get(status, status)
+    error = row.get("error")
     # A null error comes back from Parquet as NaN, which must not read "nan".
-    if pd.isna(error) or not str(error):
-        return str(row["status"])
-    return f"{row['status']}: {str(error)[:200]}"
+    if error is None or pd.isna(error) or not str(error):
+        return heading
+    return f"{heading}: {str(error)[:200]}"
 
 
-def _tile(row: Any, thumbs: dict[str, Path], size: int) -> Image.Image:
+WhyMissing = Callable[[dict[str, Any]], str]
+
+
+def _tile(
+    row: Any, thumbs: dict[str, Path], size: int, cell: dict[str, Any], why_missing: WhyMissing
+) -> Image.Image:
     if row is None:
-        return _placeholder(size, "missing: not in this run")
+        return _placeholder(size, why_missing(cell))
     if row["status"] != "succeeded" or row["file"] not in thumbs:
         return _placeholder(size, hole_label(row))
     with Image.open(thumbs[row["file"]]) as thumb:
@@ -187,8 +205,14 @@ def draw_sheet(
     title: str,
     thumbs: dict[str, Path],
     cell: int,
+    where: dict[str, Any] | None = None,
+    why_missing: WhyMissing = lambda _cell: "not in this run",
 ) -> tuple[Image.Image, SheetLayout]:
-    """One sheet of `rows`; `grid` is the X and Y values of the whole run, not just these rows."""
+    """One sheet of `rows`; `grid` is the X and Y values of the whole run, not just these rows.
+
+    `where` is the sheet's own axis values (its Z combination); a cell with no row
+    says why through `why_missing(values of its axes)`.
+    """
     x_values, y_values = grid
     layout, text = lay_out(
         title, [_label(x, v) for v in x_values], [_label(y, v) for v in y_values], cell
@@ -215,7 +239,8 @@ def draw_sheet(
                 match = match[match[x] == x_value]
             if y:
                 match = match[match[y] == y_value]
-            tile = _tile(_cell_row(match, output_is_axis), thumbs, cell)
+            values = {**(where or {}), **({x: x_value} if x else {}), **({y: y_value} if y else {})}
+            tile = _tile(_cell_row(match, output_is_axis), thumbs, cell, values, why_missing)
             sheet.paste(tile, layout.cell_origin(column, row_number))
     return sheet, layout
 
@@ -228,6 +253,7 @@ def write_sheets(
     thumbs: dict[str, Path],
     report_dir: Path,
     cell: int,
+    why_missing: WhyMissing = lambda _cell: "not in this run",
 ) -> list[Sheet]:
     """One PNG per combination of Z values: report/sheet-001.png, ..."""
     for old in report_dir.glob("sheet-*.png"):
@@ -241,7 +267,8 @@ def write_sheets(
             rows = rows[rows[column] == value]
         title = ", ".join(_label(c, v) for c, v in zip(z, combo, strict=True)) or "all jobs"
         name = f"sheet-{number:03d}.png"
-        image, layout = draw_sheet(rows, x, y, grid, title, thumbs, cell)
+        where = dict(zip(z, combo, strict=True))
+        image, layout = draw_sheet(rows, x, y, grid, title, thumbs, cell, where, why_missing)
         image.save(report_dir / name)
         sheets.append(Sheet(name, title, layout))
     return sheets
