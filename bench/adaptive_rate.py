@@ -197,7 +197,7 @@ def serve(options: argparse.Namespace) -> None:
         max_concurrent=options.max_concurrent,
         tiny_images=True,
     )
-    serve_forever("127.0.0.1", 0, config)
+    serve_forever("127.0.0.1", 0, config, lambda base_url: print(base_url, flush=True))
 
 
 def main() -> None:
