@@ -7,7 +7,8 @@ sent, and its reservation is closed by what came back:
 - `settle(billed_images, used_credit)`: answered SUCCESS, spent at the current price;
 - `failed_record(used_credit)`: answered with a record that is not SUCCESS; it may
   have been billed, so it counts as spent in full;
-- `refused()`: answered with an error status (429, 4xx, 5xx): nothing billed;
+- `refused()`: answered with an error status (429, 4xx, 5xx), or never sent: nothing
+  billed;
 - `unanswered()`: no answer; it may have been billed, so it counts as spent in full.
 
 `reserve()` refuses (returns None) once the next request could pass a cap even if
@@ -25,7 +26,7 @@ It is never below the true price, so a budget reckoned with it never overspends.
 Until a price is known (from `run.credits_per_image`, a learned price in the user
 cache, or two answers), a capped run sends one request at a time: the first two
 requests are therefore sent before anything says what they cost. A price learned in
-this run replaces a cached one, even a lower one (prices can rise).
+this run replaces a cached one, even a higher one: prices can rise.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Reservation:
             self._budget._record_answer(self.images, used_credit, learn_from=0)
 
     def refused(self) -> None:
-        """Answered with an error status: the server billed nothing."""
+        """Answered with an error status, or never sent: the server billed nothing."""
         if self._close():
             self._budget._changed()
 
