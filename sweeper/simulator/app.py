@@ -222,9 +222,25 @@ async def run_feature(request: web.Request) -> web.StreamResponse:
         return problem
     if _rate_limited(state):
         state.counters["rate_limited"] += 1
-        retry = state.config.rate_limit_retry_after_s
-        headers = {"Retry-After": f"{retry:g}"} if retry is not None else {}
-        return web.json_response({"message": "Too many requests"}, status=429, headers=headers)
+        return _too_many_requests(state)
+    limit = state.config.max_concurrent
+    if limit is not None and state.features_in_progress >= limit:
+        state.counters["concurrency_limited"] += 1
+        return _too_many_requests(state)
+    state.features_in_progress += 1
+    try:
+        return await _answer_feature(request, state)
+    finally:
+        state.features_in_progress -= 1
+
+
+def _too_many_requests(state: SimulatorState) -> web.Response:
+    retry = state.config.rate_limit_retry_after_s
+    headers = {"Retry-After": f"{retry:g}"} if retry is not None else {}
+    return web.json_response({"message": "Too many requests"}, status=429, headers=headers)
+
+
+async def _answer_feature(request: web.Request, state: SimulatorState) -> web.StreamResponse:
     rule = state.take_fault("features")
     faulty = await _apply_fault(request, rule)
     if faulty is not None:
@@ -242,10 +258,13 @@ async def run_feature(request: web.Request) -> web.StreamResponse:
     if rule is not None and rule.kind == "record_failed":
         return web.json_response(_record(taken, [], [], status="FAILED", error=rule.message))
     outputs = taken["num_outputs"]
+    charge = outputs * state.config.credits_per_image
     limit = state.config.credit_limit
-    if limit is not None and state.credits_used + outputs > limit:
+    if limit is not None and state.credits_used + charge > limit:
         return _error(402, "Insufficient credits")
-    state.credits_used += outputs
+    state.credits_used += charge
+    state.counters["billed"] += 1
+    state.counters["billed_images"] += outputs
     paths = await _produce(request, state, taken)
     state.counters["succeeded"] += 1
     if rule is not None and rule.kind == "billed_drop":
@@ -413,6 +432,8 @@ async def stats(request: web.Request) -> web.StreamResponse:
             "feature_span_s": span,
             "most_features_in_any_window": most_in_window(arrivals, WINDOW_S),
             "rpm_limit": state.config.rpm_limit,
+            "max_concurrent": state.config.max_concurrent,
+            "credits_used": state.credits_used,
         }
     )
 

@@ -60,8 +60,12 @@ class SimulatorConfig:
 
     latency_s: float = 0.0
     rpm_limit: float | None = None
+    # Answer 429 to a feature request that arrives while this many are being processed.
+    max_concurrent: int | None = None
     api_key: str | None = None
     credit_limit: int | None = None
+    # What one output image costs; `teamUser.usedCredit` reports the running total.
+    credits_per_image: int = 1
     tiny_images: bool = False
     rate_limit_retry_after_s: float | None = 1.0
     omit_file_content: bool = False

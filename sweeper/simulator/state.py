@@ -40,6 +40,7 @@ class SimulatorState:
     feature_arrivals: list[float] = field(default_factory=list)
     window: deque[float] = field(default_factory=deque)
     credits_used: int = 0
+    features_in_progress: int = 0
     faults: list[FaultRule] = field(default_factory=list)
     seen: Counter[str] = field(default_factory=Counter)
 
