@@ -235,7 +235,7 @@ class AdaptivePacer:
     def snapshot(self) -> dict[str, object]:
         """The pacing state as run.json's `rate` records it."""
         return {
-            "mode": "auto",
+            "adaptive": True,
             "requests_per_minute": round(self._rpm, 1),
             "concurrency": self._concurrency,
             "phase": "slow_start" if self._slow_start else "additive",
@@ -296,7 +296,9 @@ class AdaptivePacer:
         """Any other end (an error status, no answer): no news about the limits."""
         self._settle(dispatch)
 
-    def on_rate_limited(self, dispatch: Dispatch, retry_after: float | None) -> None:
+    def on_rate_limited(
+        self, dispatch: Dispatch, retry_after: float | None, pause_s: float = 0.0
+    ) -> None:
         """The request was answered 429: pause for Retry-After; react once per storm."""
         if not self._settle(dispatch):
             return

@@ -44,6 +44,19 @@ offline_option = click.option(
 )
 
 
+def _rate(value: str | None) -> float | str | None:
+    """--rpm: `auto`, or a positive finite number of requests per minute."""
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a number or `auto`") from None
+    if not number > 0:
+        raise click.BadParameter("must be greater than 0, or `auto`")
+    return _finite(number)
+
+
 def _finite(value: float | None) -> float | None:
     import math
 
@@ -224,10 +237,23 @@ def _echo_csv(rows: list[dict[str, Any]]) -> None:
 )
 @click.option(
     "--rpm",
-    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    callback=lambda _ctx, _param, value: _rate(value),
+    help="Requests per minute at most, or `auto` to learn the account's limit "
+    "(overrides run.requests_per_minute).",
+)
+@click.option(
+    "--max-credits",
+    type=click.FloatRange(min=0),
     default=None,
     callback=lambda _ctx, _param, value: _finite(value),
-    help="Requests per minute at most (overrides run.requests_per_minute).",
+    help="Never cause the server to bill more than this many credits (run.max_credits).",
+)
+@click.option(
+    "--max-requests",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Never send more than this many edit requests (run.max_requests).",
 )
 @click.option(
     "--resend-unanswered",
@@ -268,7 +294,9 @@ def run(
     out_dir: Path | None,
     offline: bool,
     concurrency: int | None,
-    rpm: float | None,
+    rpm: float | str | None,
+    max_credits: float | None,
+    max_requests: int | None,
     resend_unanswered: bool,
     resend_lost: bool,
     accept_changes: bool,
@@ -287,9 +315,14 @@ def run(
     (--resend-unanswered, --resend-lost). A rerun tries a lost job's live
     links again for free.
 
+    With --max-credits or --max-requests the run never causes the server to
+    bill past the cap: it stops sending when the next request could pass it
+    and exits 3 (reason: budget). --rpm auto learns the account's rate and
+    concurrency limits from its 429s.
+
     Exit codes: 0 all jobs succeeded, 1 some failed, were lost or got no answer,
-    2 spec or usage error (nothing sent), 3 aborted (key rejected, out of
-    credits, interrupted), 4 internal error.
+    2 spec or usage error (nothing sent), 3 aborted or stopped (key rejected,
+    out of credits, budget reached, interrupted), 4 internal error.
 
     \b
     Example:
@@ -305,6 +338,8 @@ def run(
         offline=offline,
         concurrency=concurrency,
         requests_per_minute=rpm,
+        max_credits=max_credits,
+        max_requests=max_requests,
         resend_unanswered=resend_unanswered or None,
         resend_lost=resend_lost or None,
         accept_changes=accept_changes or None,

@@ -40,6 +40,7 @@ from sweeper.errors import (
     JobError,
     NotSent,
     RateLimited,
+    RecordFailed,
     SpecError,
     TransientError,
     Unanswered,
@@ -273,10 +274,13 @@ def parse_edit_result(
         raise JobError("the API's answer has no aiRecord")
     detail = _mapping(record.get("aiRecordDetail"))
     status = record.get("status")
+    used_credit = _number(_mapping(record.get("teamUser")).get("usedCredit"))
     if status != "SUCCESS":
         reason = detail.get("responseObject") or record.get("message") or "no message"
         text = redact(json.dumps(reason) if not isinstance(reason, str) else reason, api_key)
-        raise JobError(f"the API recorded the edit as {status}: {text[:MESSAGE_LIMIT]}")
+        raise RecordFailed(
+            f"the API recorded the edit as {status}: {text[:MESSAGE_LIMIT]}", used_credit
+        )
     paths = _as_list(detail.get("resultObject"))
     urls = _as_list(record.get("temporaryUrl"))
     owed = num_outputs if num_outputs is not None else max(len(paths), 1)
@@ -286,7 +290,7 @@ def parse_edit_result(
     return EditResult(
         record_uuid=str(record.get("uuid", "")),
         outputs=outputs,
-        used_credit=_number(_mapping(record.get("teamUser")).get("usedCredit")),
+        used_credit=used_credit,
         surplus=max(0, len(paths) - owed),
     )
 

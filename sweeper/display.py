@@ -46,11 +46,12 @@ def status_line(counts: RunCounts, elapsed: float) -> str:
     """One plain line about the run so far."""
     eta = eta_seconds(counts, elapsed)
     eta_text = f"{eta:.0f}s" if eta is not None else "?"
+    pace = "" if counts.requests_per_minute is None else f", {counts.requests_per_minute:g}/min"
     return (
         f"[{elapsed:6.0f}s] {counts.done}/{counts.total} jobs done "
         f"({counts.succeeded} ok, {counts.failed} failed, {counts.skipped} already done, "
         f"{counts.in_flight} in flight), {counts.images} images "
-        f"({rate_text(counts.images, elapsed)}), ETA {eta_text}"
+        f"({rate_text(counts.images, elapsed)}){pace}, ETA {eta_text}"
     )
 
 
@@ -103,9 +104,12 @@ class TerminalBar:
         if self._bar is None:
             return
         elapsed = time.monotonic() - self._started
+        pace = (
+            "" if counts.requests_per_minute is None else f" · {counts.requests_per_minute:g}/min"
+        )
         detail = (
             f"[green]{counts.succeeded} ok[/] [red]{counts.failed} failed[/] "
-            f"{counts.in_flight} in flight · {rate_text(counts.images, elapsed)} images"
+            f"{counts.in_flight} in flight · {rate_text(counts.images, elapsed)} images{pace}"
         )
         self._bar.update(self._task, completed=counts.done, total=counts.total, detail=detail)
 
@@ -364,6 +368,15 @@ def print_plan_table(plan: Plan, limit: int) -> None:
     fixed = ", ".join(f"{k}={v}" for k, v in plan.fixed.items())
     console.print(_literal(f"  fixed: {fixed}"), soft_wrap=True)
     console.print(_literal(f"duration: {plan.estimate}"))
+    credits = (
+        "unknown (learned from the first answers)"
+        if plan.credits is None
+        else (
+            f"{plan.credits:,.6g} ({plan.images:,} images × {plan.price:g} credits, "
+            f"price from the {plan.price_source})"
+        )
+    )
+    console.print(_literal(f"credits: {credits}"))
     if plan.tally is not None:
         console.print(_literal(_tally_text(plan)))
     rows = plan.first_jobs(limit)

@@ -10,11 +10,14 @@
     │   ├── ApiUnavailable  job after job gave up on transient failures: an outage
     │   ├── ApiRedirected   the API answered a redirect, which would carry the key away
     │   └── InterruptedRun  the user pressed Ctrl-C or the process got SIGTERM
+    │       ├── BudgetReached       the next request could pass run.max_credits
+    │       └── RequestLimitReached the next request would pass run.max_requests
     ├── TransientError      a failure worth retrying (5xx, 429, reset, timeout)
     │   ├── RateLimited     a 429; carries the server's Retry-After, if any
     │   ├── NotSent         the request never reached the server: resend freely
     │   └── Unanswered      the request was written, no answer came: maybe billed
     └── JobError            this one job failed for good; the run goes on
+        └── RecordFailed    the API answered with a record that is not SUCCESS
 
 Messages never contain the API key. An error that ended a run carries that
 run's `RunResult` as `.result` (None otherwise); an `AbortError`'s `reason` is
@@ -112,6 +115,18 @@ class RateLimited(TransientError):
         self.retry_after = retry_after
 
 
+class BudgetReached(InterruptedRun):
+    """The next request could make the server bill past run.max_credits: stop sending."""
+
+    reason = "budget"
+
+
+class RequestLimitReached(InterruptedRun):
+    """The next request would pass run.max_requests: stop sending."""
+
+    reason = "max_requests"
+
+
 class NotSent(TransientError):
     """The request never reached the server (connect error or timeout): resend freely."""
 
@@ -122,6 +137,17 @@ class Unanswered(TransientError):
 
 class JobError(SweeperError):
     """This job failed for good (invalid request, failed record, dead URL)."""
+
+
+class RecordFailed(JobError):
+    """The API answered with a generation record that is not SUCCESS: it may have billed.
+
+    `used_credit` is the team's running total the answer carried, if it did.
+    """
+
+    def __init__(self, message: str, used_credit: float | None = None) -> None:
+        super().__init__(message)
+        self.used_credit = used_credit
 
 
 def is_environment_error(error: BaseException) -> bool:

@@ -37,8 +37,10 @@ from sweeper.run_record import RUN_COMMAND, finished_record, keep_in_history, st
 from sweeper.run_result import ABORTED, STOPPED, RunResult, settled_outcome
 
 if TYPE_CHECKING:
+    from sweeper.budget import Budget
     from sweeper.job import Job
     from sweeper.journal import Journal
+    from sweeper.pacing import Pacer
     from sweeper.pool import JobRunner
     from sweeper.retry import RetryPolicy
     from sweeper.spec import RunSettings, SweepSpec
@@ -188,7 +190,6 @@ async def _execute(
     from sweeper.downloads import DownloadLimits
     from sweeper.expand import expand_jobs
     from sweeper.journal import Journal
-    from sweeper.pacing import RateLimiter
     from sweeper.pool import JobRunner, PoolOptions
     from sweeper.preflight import (
         keep_inputs_and_spec,
@@ -224,9 +225,10 @@ async def _execute(
                     max_json_depth=settings.max_json_depth,
                 ),
             )
+            pacer, budget = _pacer_and_budget(spec, target, settings)
             attempts = Attempts(
                 policy or RetryPolicy(max_attempts=settings.max_attempts),
-                RateLimiter(settings.requests_per_minute),
+                pacer,
                 rng=random.Random(),
             )
             runner = JobRunner(
@@ -245,6 +247,7 @@ async def _execute(
                         max_bytes=int(settings.max_download_mb * MIB),
                         max_pixels=int(settings.max_image_megapixels * 1_000_000),
                     ),
+                    budget=budget,
                 ),
             )
             runner.counts.total = total
@@ -255,7 +258,8 @@ async def _execute(
             except BaseException as caught:
                 error = _with_unrecorded(caught, runner)
             progress.finished(runner.counts)
-            ending = Ending(spec, start, number, started, stop)
+            _remember_pace(pacer, target)
+            ending = Ending(spec, start, number, started, stop, pacer, budget)
             result, error = await _finish(journal, run_dir, runner, ending, error)
         if error is not None:  # raised inside: closing the journal must not hide it
             if isinstance(error, SweeperError):
@@ -345,6 +349,54 @@ class Ending:
     number: int
     started: float
     stop: StopSwitch
+    pacer: Pacer
+    budget: Budget
+
+
+def _pacer_and_budget(
+    spec: SweepSpec, target: ApiTarget, settings: RunSettings
+) -> tuple[Pacer, Budget]:
+    """The run's pace (fixed, or learned for `auto`) and budget (caps, and the price).
+
+    What was learned before for this API (rate per key, price per model) comes from
+    the user cache; never for the offline simulator, which is a new server each run.
+    """
+    from sweeper.adaptive import AdaptivePacer, starting_settings
+    from sweeper.budget import Budget
+    from sweeper.pacing import RateLimiter
+    from sweeper.user_cache import UserCache
+
+    cache = None if target.offline else UserCache()
+    pacer: Pacer
+    if settings.requests_per_minute == "auto":
+        pacing = starting_settings(
+            max_concurrency=settings.concurrency,
+            rpm_start=settings.rpm_start,
+            cache=cache,
+            api_base=target.base,
+            api_key=target.key,
+        )
+        pacer = AdaptivePacer(pacing)
+    else:
+        pacer = RateLimiter(settings.requests_per_minute)
+    budget = Budget.for_run(
+        api_base=target.base,
+        model=spec.model,
+        max_credits=settings.max_credits,
+        max_requests=settings.max_requests,
+        credits_per_image=settings.credits_per_image,
+        cache=cache,
+    )
+    return pacer, budget
+
+
+def _remember_pace(pacer: Pacer, target: ApiTarget) -> None:
+    """Keep the rate `auto` learned, for the next run with this API and key."""
+    from sweeper.adaptive import AdaptivePacer, remember_pace
+    from sweeper.user_cache import UserCache
+
+    if isinstance(pacer, AdaptivePacer) and not target.offline:
+        remember_pace(pacer, UserCache(), target.base, target.key)
 
 
 async def _finish(
@@ -381,9 +433,14 @@ async def _finish(
 
 
 def _record(journal: Journal, run_dir: Path, result: RunResult, ending: Ending) -> None:
-    record = finished_record(ending.record, result, journal.counts()) | {
-        "run_number": ending.number
-    }
+    credits = ending.budget.snapshot()
+    record = finished_record(
+        ending.record,
+        result,
+        journal.counts(),
+        credits=credits | {"price": credits.pop("price_per_image")},
+        rate=ending.pacer.snapshot(),
+    ) | {"run_number": ending.number}
     keep_in_history(run_dir, ending.number, record)
     journal.finish_run(ending.number, record)
 

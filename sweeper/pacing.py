@@ -5,11 +5,36 @@ send at least `60 / rpm` seconds apart (plus a small safety margin against
 network jitter) guarantees it never sees more than `rpm` in any window, while
 sustaining ~99 % of the limit. No bursts: the first send goes at once, then
 steady spacing.
+
+`Pacer` is what the retry loop asks of a pacer: this fixed `RateLimiter`, or the
+`AdaptivePacer` (sweeper/adaptive.py) that learns the limits for
+`requests_per_minute: auto`. `acquire()` returns a ticket that goes back to
+exactly one of the hooks, which tell the pacer how the request ended.
 """
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 from sweeper.clock import Clock, MonotonicClock
+
+
+class Pacer(Protocol):
+    """Send slots, and how each request that took one ended."""
+
+    async def acquire(self) -> Any: ...
+
+    def slow_down(self, seconds: float) -> None: ...
+
+    def on_success(self, ticket: Any) -> None: ...
+
+    def on_failure(self, ticket: Any) -> None: ...
+
+    def on_rate_limited(self, ticket: Any, retry_after: float | None, pause_s: float) -> None:
+        """A 429: `retry_after` is what the server said, `pause_s` the retry policy's wait."""
+        ...
+
+    def snapshot(self) -> dict[str, object]: ...
 
 
 class RateLimiter:
@@ -36,6 +61,7 @@ class RateLimiter:
         self._clock = clock or MonotonicClock()
         self._interval = 0.0 if requests_per_minute is None else 60.0 / requests_per_minute
         self._interval *= 1.0 + safety
+        self._safety = safety
         self._next_slot = float("-inf")
         self._paused_until = float("-inf")
 
@@ -58,3 +84,18 @@ class RateLimiter:
     def slow_down(self, seconds: float) -> None:
         """Start no send before now + seconds."""
         self._paused_until = max(self._paused_until, self._clock.now() + max(0.0, seconds))
+
+    def on_success(self, ticket: None) -> None:
+        pass
+
+    def on_failure(self, ticket: None) -> None:
+        pass
+
+    def on_rate_limited(self, ticket: None, retry_after: float | None, pause_s: float) -> None:
+        """A 429 pauses every sender for the server's Retry-After (else the backoff)."""
+        self.slow_down(pause_s)
+
+    def snapshot(self) -> dict[str, object]:
+        """The pace as run.json's `rate` records it."""
+        rpm = None if self._interval == 0 else round(60.0 / self._interval * (1 + self._safety), 3)
+        return {"adaptive": False, "requests_per_minute": rpm}

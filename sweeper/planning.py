@@ -62,6 +62,13 @@ class Plan:
     estimate: str
     run_dir: Path | None = None
     tally: JobTally | None = None
+    price: float | None = None  # credits per image, when known
+    price_source: str | None = None
+
+    @property
+    def credits(self) -> float | None:
+        """What the images cost, jobs × outputs × price; None until a price is known."""
+        return None if self.price is None else self.images * self.price
 
     @property
     def axes(self) -> dict[str, list[Any]]:
@@ -90,6 +97,9 @@ class Plan:
             "images": self.images,
             "axes": self.axes,
             "estimate": self.estimate,
+            "credits": self.credits,
+            "price_per_image": self.price,
+            "price_source": self.price_source,
             "fixed": {name: _plain(value) for name, value in self.spec.fixed.items()},
             "listed_jobs": self.first_jobs(limit),
         }
@@ -108,7 +118,25 @@ def make_plan(
     if run_dir is not None and (run_dir / JOURNAL_FILE).is_file():
         with Journal.open_existing(run_dir) as journal:
             tally = tally_jobs(journal, expand_jobs(spec))
-    return Plan(spec, jobs, count_images(spec), estimate_text(spec, jobs), run_dir, tally)
+    price, source = known_price(spec)
+    return Plan(
+        spec, jobs, count_images(spec), estimate_text(spec, jobs), run_dir, tally, price, source
+    )
+
+
+def known_price(spec: SweepSpec) -> tuple[float | None, str | None]:
+    """Credits per image: the spec's `run.credits_per_image`, else the one learned before
+    from the API in ONEMIN_API_BASE (the user cache), else unknown."""
+    if spec.run.credits_per_image is not None:
+        return spec.run.credits_per_image, "spec"
+    import os
+
+    from sweeper.contract import API_BASE_ENV, DEFAULT_API_BASE
+    from sweeper.user_cache import UserCache
+
+    base = (os.environ.get(API_BASE_ENV, "").strip() or DEFAULT_API_BASE).rstrip("/")
+    learned = UserCache().learned_price(base, spec.model)
+    return (learned, "cache") if learned is not None else (None, None)
 
 
 # A job's state, as what a run does with it. `submitted` outside a live run was in
@@ -140,6 +168,11 @@ def estimate_text(spec: SweepSpec, jobs: int) -> str:
     rpm = spec.run.requests_per_minute
     concurrency = spec.run.concurrency
     by_latency = jobs * ASSUMED_LATENCY_S / concurrency
+    if rpm == "auto":
+        return (
+            f"at least {_duration(by_latency)}: the rate is learned as the run goes "
+            f"(assuming {ASSUMED_LATENCY_S:.0f} s per request, {concurrency} in flight)"
+        )
     if rpm is None:
         return (
             f"about {_duration(by_latency)}: no rate cap, so bounded by the API's latency "

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import aiohttp
 
+from sweeper.budget import Budget
 from sweeper.client import ApiClient, EditResult, UnknownAsset
 from sweeper.downloads import (
     BadDownload,
@@ -43,8 +44,11 @@ from sweeper.downloads import (
 from sweeper.errors import (
     AbortError,
     ApiUnavailable,
+    BudgetReached,
     InterruptedRun,
     JobError,
+    RecordFailed,
+    RequestLimitReached,
     SpecError,
     SweeperError,
     Unanswered,
@@ -67,6 +71,21 @@ FLUSH_EVERY_S = 0.2
 logger = logging.getLogger("sweeper")
 
 
+def budget_stop(budget: Budget) -> InterruptedRun:
+    """The stop a spent budget calls for, saying which cap and what was spent."""
+    spent = budget.spent_credits
+    if budget.stop_reason == "max_requests":
+        return RequestLimitReached(
+            f"the next request would pass run.max_requests ({budget.max_requests}); "
+            f"{budget.spent_requests} were sent. Raise it to go on"
+        )
+    spent_text = "unknown" if spent is None else f"{spent:g}"
+    return BudgetReached(
+        f"the next request could pass run.max_credits ({budget.max_credits:g}); "
+        f"{spent_text} credits may have been billed. Raise it to go on"
+    )
+
+
 def encode_request(body: dict) -> str:
     """The exact text sent; it is also what the journal and manifest keep."""
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
@@ -74,11 +93,12 @@ def encode_request(body: dict) -> str:
 
 @dataclass(frozen=True)
 class PoolOptions:
-    """What the pool may spend money on again, and how big a download may be."""
+    """What the pool may spend money on again, how much, and how big a download may be."""
 
     resend_unanswered: bool = False
     resend_lost: bool = False
     download_limits: DownloadLimits = field(default_factory=DownloadLimits)
+    budget: Budget = field(default_factory=Budget)
 
 
 class JournalWriteFailed(AbortError):
@@ -366,6 +386,29 @@ class JobRunner:
     async def _send(
         self, job: Job, request_json: str, asset_path: str, attempt: int
     ) -> tuple[EditResult, float]:
+        """One paid attempt: reserved in the budget, journalled, sent, its cost settled."""
+        budget = self._options.budget
+        reservation = await budget.reserve(job.image_count)
+        if reservation is None:
+            self._stop_for(budget_stop(budget))
+            raise InterruptedRun("the budget allows no more requests")
+        try:
+            result = await self._send_reserved(job, request_json, asset_path, attempt)
+        except Unanswered:
+            reservation.unanswered()
+            raise
+        except RecordFailed as error:
+            reservation.failed_record(error.used_credit)
+            raise
+        except BaseException:
+            reservation.refused()
+            raise
+        reservation.settle(job.image_count, result[0].used_credit)
+        return result
+
+    async def _send_reserved(
+        self, job: Job, request_json: str, asset_path: str, attempt: int
+    ) -> tuple[EditResult, float]:
         self._journal.mark_submitted(
             job.job_id, attempt, request_json, time.time(), asset_path=asset_path, commit=False
         )
@@ -531,4 +574,6 @@ class JobRunner:
         self._stopping = True
 
     def _changed(self) -> None:
+        rpm = self._attempts.limiter.snapshot().get("requests_per_minute")
+        self.counts.requests_per_minute = rpm if isinstance(rpm, int | float) else None
         self._progress.changed(self.counts)

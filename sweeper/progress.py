@@ -29,6 +29,7 @@ class RunCounts:
     unanswered_attempts: int = 0  # requests this run that may have been billed unanswered
     resent_unanswered: int = 0  # jobs sent again although an attempt may have been billed
     rebought: int = 0  # lost jobs bought again (--resend-lost)
+    requests_per_minute: float | None = None  # the pace now (learned, with `auto`)
 
     @property
     def done(self) -> int:
@@ -40,7 +41,7 @@ class RunCounts:
     def as_record(self) -> dict[str, int]:
         """The tallies as run.json's `this_run` keeps them (`unanswered` counts attempts)."""
         record = asdict(self)
-        del record["in_flight"], record["total"]
+        del record["in_flight"], record["total"], record["requests_per_minute"]
         record["unanswered_jobs"] = record.pop("unanswered")
         record["unanswered"] = record.pop("unanswered_attempts")
         return record

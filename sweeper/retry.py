@@ -20,7 +20,7 @@ from typing import TypeVar
 
 from sweeper.clock import Clock, MonotonicClock
 from sweeper.errors import InterruptedRun, RateLimited, TransientError, Unanswered
-from sweeper.pacing import RateLimiter
+from sweeper.pacing import Pacer
 
 T = TypeVar("T")
 
@@ -91,7 +91,7 @@ class Attempts:
     """Shared retry machinery: policy, pacing, clock, jitter and the stop switch."""
 
     policy: RetryPolicy
-    limiter: RateLimiter
+    limiter: Pacer
     clock: Clock = field(default_factory=MonotonicClock)
     rng: random.Random = field(default_factory=random.Random)
     stopping: Callable[[], bool] = lambda: False
@@ -114,16 +114,12 @@ class Attempts:
         limit = max_attempts or self.policy.max_attempts
         last: TransientError | None = None
         for attempt in range(1, limit + 1):
-            if paced:
-                await self.limiter.acquire()
-            # Only paid requests stop; downloads of images already paid for go on.
-            if paced and self.stopping():
-                raise InterruptedRun("the run is stopping")
             try:
-                return await operation(attempt)
+                return await self._attempt(operation, attempt, paced)
             except RateLimited as error:
                 last = error
-                await self._pause_pool(attempt, error.retry_after, paced=paced)
+                if not paced:  # a download: only this one waits, the pool goes on
+                    await self.clock.sleep(self.policy.delay(attempt, self.rng, error.retry_after))
             except TransientError as error:
                 if isinstance(error, Unanswered) and not resend_unanswered:
                     raise
@@ -132,8 +128,24 @@ class Attempts:
                     await self.clock.sleep(self.policy.backoff(attempt, self.rng))
         raise GaveUp(f"gave up after {limit} attempts: {last}", last)
 
-    async def _pause_pool(self, attempt: int, retry_after: float | None, *, paced: bool) -> None:
-        delay = self.policy.delay(attempt, self.rng, retry_after)
-        self.limiter.slow_down(delay)
+    async def _attempt(
+        self, operation: Callable[[int], Awaitable[T]], attempt: int, paced: bool
+    ) -> T:
+        """One try; a paced one takes a send slot and tells the pacer how it ended."""
         if not paced:
-            await self.clock.sleep(delay)
+            return await operation(attempt)
+        ticket = await self.limiter.acquire()
+        try:
+            # Only paid requests stop; downloads of images already paid for go on.
+            if self.stopping():
+                raise InterruptedRun("the run is stopping")
+            result = await operation(attempt)
+        except RateLimited as error:
+            pause = self.policy.delay(attempt, self.rng, error.retry_after)
+            self.limiter.on_rate_limited(ticket, error.retry_after, pause)
+            raise
+        except BaseException:
+            self.limiter.on_failure(ticket)
+            raise
+        self.limiter.on_success(ticket)
+        return result

@@ -16,15 +16,16 @@ from __future__ import annotations
 import datetime
 import difflib
 import hashlib
+import math
 import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sweeper.contract import (
     ALIASES,
@@ -59,7 +60,10 @@ class RunSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     concurrency: int = Field(4, ge=1, le=256)
-    requests_per_minute: float | None = Field(60, gt=0, allow_inf_nan=False)
+    # A number, null for no cap, or "auto": learn the account's limit (and concurrency).
+    requests_per_minute: float | Literal["auto"] | None = 60
+    # Where `auto` starts; default: the rate learned before for this API and key, else 60.
+    rpm_start: float | None = Field(None, gt=0, le=60_000, allow_inf_nan=False)
     max_attempts: int = Field(5, ge=1, le=20)
     request_timeout_s: float = Field(300, gt=0, le=3600, allow_inf_nan=False)
     # Money: what may be sent again although it may have been paid for already.
@@ -67,6 +71,23 @@ class RunSettings(BaseModel):
     resend_lost: bool = False
     # An input replaced at the same path: run its jobs again as new jobs (else refused).
     accept_changes: bool = False
+    # Budget: the run never causes the server to bill past these (see README, Nightly runs).
+    max_credits: float | None = Field(None, ge=0, allow_inf_nan=False)
+    max_requests: int | None = Field(None, ge=0)
+    # Credits per image, when known; else learned from the API's usedCredit.
+    credits_per_image: float | None = Field(None, gt=0, allow_inf_nan=False)
+
+    @field_validator("requests_per_minute", mode="before")
+    @classmethod
+    def _a_rate(cls, value: Any) -> Any:
+        """One clear message, rather than one per member of the union."""
+        if value is None or value == "auto":
+            return value
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not number or not math.isfinite(value) or value <= 0:
+            raise ValueError("must be a number greater than 0, `auto`, or null for no cap")
+        return value
+
     # Caps on what the server may send back (see README, "Limits and safety").
     max_response_mb: float = Field(16, gt=0, le=1024, allow_inf_nan=False)
     max_json_depth: int = Field(64, ge=8, le=10_000)

@@ -12,19 +12,20 @@ otherwise ignored, never an error. Two runs writing at once: the last one wins.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import math
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
 import platformdirs
+
+from sweeper.atomic import replacing
 
 logger = logging.getLogger("sweeper")
 
@@ -130,23 +131,14 @@ class UserCache:
         return data
 
     def _write(self, data: dict[str, Any]) -> None:
-        folder = self.path.parent
-        temporary: Path | None = None
+        # A private partial name: two runs may write the cache at once.
+        partial = self.path.with_name(f".learned-{uuid.uuid4().hex}.tmp")
+        text = json.dumps(data, indent=2, sort_keys=True)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                "w", dir=folder, prefix=".learned-", suffix=".tmp", delete=False, encoding="utf-8"
-            ) as handle:
-                temporary = Path(handle.name)
-                json.dump(data, handle, indent=2, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            temporary.replace(self.path)
+            with replacing(self.path, partial=partial, durable=True) as path:
+                path.write_text(text, encoding="utf-8")
         except OSError as error:
             self._warn(f"it cannot be written ({error})")
-            if temporary is not None:
-                with contextlib.suppress(OSError):
-                    temporary.unlink(missing_ok=True)
 
     def _warn(self, problem: str) -> None:
         if not self._warned:

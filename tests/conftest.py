@@ -12,6 +12,13 @@ from sweeper.run_record import record_schema
 
 
 @pytest.fixture(autouse=True)
+def private_user_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Learned rates and prices go to a folder of the test's own, never the user's cache
+    (child processes inherit it through the environment)."""
+    monkeypatch.setenv("SWEEPER_CACHE_DIR", str(tmp_path_factory.mktemp("user-cache")))
+
+
+@pytest.fixture(autouse=True)
 def every_run_record_follows_its_schema(tmp_path: Path) -> Iterator[None]:
     """After the test: validate every run.json and runs/<n>.json written under its tmp_path."""
     yield

@@ -311,7 +311,7 @@ def test_settings_are_checked():
 def test_the_snapshot_says_what_run_json_records():
     pacer = AdaptivePacer(PacingSettings(rpm_start=90, max_concurrency=8), clock=FakeClock())
     assert pacer.snapshot() == {
-        "mode": "auto",
+        "adaptive": True,
         "requests_per_minute": 90.0,
         "concurrency": 8,
         "phase": "slow_start",

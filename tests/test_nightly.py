@@ -200,3 +200,45 @@ def test_a_notify_url_that_cannot_work_is_refused_before_anything_is_sent(tmp_pa
     assert refused.returncode == 2, refused.stderr
     assert not (tmp_path / "run").exists()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_max_credits_is_never_passed_and_the_run_stops_with_reason_budget(tmp_path):
+    spec = write_spec(tmp_path, seeds="[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]")  # 20 jobs, 14,000
+    concurrency = 2
+    with SimulatorThread(SimulatorConfig(credits_per_image=700)) as sim:
+        ran = sweeper("run", str(spec), "--out", "run", "--max-credits", "10000", "--concurrency",
+                      str(concurrency), base=sim.base_url, cwd=tmp_path)  # fmt: skip
+        billed = sim.state.counters["billed_images"] * 700
+    assert ran.returncode == 3, ran.stderr
+    assert 10_000 - (concurrency + 1) * 700 <= billed <= 10_000
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert (record["outcome"], record["reason"]) == ("stopped", "budget")
+    assert record["credits"]["spent"] == billed and record["credits"]["price"] == 700
+    assert record["credits"]["price_source"] == "learned"
+    plan = sweeper("plan", str(spec), "--json", base=sim.base_url, cwd=tmp_path)
+    assert json.loads(plan.stdout)["credits"] == 20 * 700  # the price is remembered
+
+
+def test_max_requests_counts_what_was_sent(tmp_path):
+    spec = write_spec(tmp_path, seeds="[1, 2, 3]")
+    with SimulatorThread(SimulatorConfig()) as sim:
+        ran = sweeper("run", str(spec), "--out", "run", "--max-requests", "4",
+                      base=sim.base_url, cwd=tmp_path)  # fmt: skip
+        sent = sim.state.counters["features"]
+    assert ran.returncode == 3 and sent == 4
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["reason"] == "max_requests" and record["jobs"]["pending"] == 2
+
+
+def test_auto_rate_finds_a_concurrency_cap_and_every_job_succeeds(tmp_path):
+    spec = write_spec(tmp_path, seeds="[1, 2, 3, 4, 5, 6]")
+    # Fast enough from the start that 8 would be in flight: the server allows 2.
+    spec.write_text(spec.read_text().replace("concurrency: 2", "concurrency: 8\n  rpm_start: 3000"))
+    config = SimulatorConfig(max_concurrent=2, latency_s=0.3, rate_limit_retry_after_s=0.1)
+    with SimulatorThread(config) as sim:
+        ran = sweeper("run", str(spec), "--out", "run", "--rpm", "auto",
+                      base=sim.base_url, cwd=tmp_path)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["rate"]["adaptive"] is True and record["rate"]["concurrency"] <= 2
+    assert record["jobs"]["succeeded"] == 12

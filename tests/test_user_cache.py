@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
-from sweeper import user_cache
 from sweeper.user_cache import CACHE_DIR_ENV, UserCache, default_cache_dir, key_fingerprint
 
 KEY = "sk-live-SENTINEL-0123456789abcdef"
@@ -119,10 +119,13 @@ def test_a_write_that_fails_halfway_leaves_the_old_file_whole(cache, monkeypatch
     cache.remember_price(BASE, MODEL, 700)
     before = cache.path.read_text()
 
-    def broken_dump(*args, **kwargs):
+    write = Path.write_text
+
+    def disk_fills_halfway(path: Path, text: str, **kwargs) -> int:
+        write(path, text[: len(text) // 2], **kwargs)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(user_cache.json, "dump", broken_dump)
+    monkeypatch.setattr(Path, "write_text", disk_fills_halfway)
     with caplog.at_level(logging.WARNING, logger="sweeper"):
         cache.remember_price(BASE, MODEL, 1.0)
     assert cache.path.read_text() == before
