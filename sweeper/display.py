@@ -389,12 +389,21 @@ def print_plan_table(plan: Plan, limit: int) -> None:
         padding=(0, 1, 0, 0),
     )
     for column in rows[0]:
-        # A job id is what a user copies into `sweeper reproduce`: never cut it.
-        width = len(str(rows[0][column])) if column == "job_id" else None
-        table.add_column(SHORT_NAMES.get(column, column), no_wrap=True, min_width=width)
+        header = SHORT_NAMES.get(column, column)
+        if _is_text_column(rows, column):
+            # Prompts and paths fold onto more lines, so the numbers keep their columns.
+            table.add_column(header, overflow="fold", ratio=1, min_width=12)
+        else:
+            # Numbers, and the job id a user copies into `sweeper reproduce`: never cut.
+            width = max(len(header), *(len(str(row[column])) for row in rows))
+            table.add_column(header, no_wrap=True, min_width=width)
     for row in rows:
         table.add_row(*(_literal(str(v)) for v in row.values()))
     console.print(table)
+
+
+def _is_text_column(rows: list[dict[str, Any]], column: str) -> bool:
+    return column not in ("index", "job_id") and any(isinstance(row[column], str) for row in rows)
 
 
 def _tally_text(plan: Plan) -> str:

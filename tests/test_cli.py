@@ -79,6 +79,21 @@ def test_the_plan_table_shows_whole_job_ids_on_an_80_column_terminal():
         assert "…" not in line and len(line) <= 80
 
 
+def test_the_plan_table_folds_long_prompts_and_keeps_the_numbers_at_80_columns():
+    spec = REPO / "sweeps" / "ab-study.yaml"
+    result = CliRunner(env={"COLUMNS": "80"}).invoke(main, ["plan", str(spec), "--limit", "2"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if "job_id" in line)
+    assert all(name in header for name in ("seed", "guidance", "image", "prompt"))
+    rows = [line for line in lines if re.match(r"^ ?\d+\s+[0-9a-f]{16}\s", line)]
+    assert len(rows) == 2
+    for row in rows:
+        assert re.search(r"[0-9a-f]{16}\s+[123]\s+(2\.5|5\.0)\s", row), row  # seed, guidance
+        assert len(row) <= 80
+    assert "shallow" in result.stdout and "depth of field" in result.stdout  # folded, all there
+
+
 def test_without_a_terminal_progress_is_plain_timestamped_lines(capsys):
     configure_logging()
     lines_display = LogLines(interval_s=0.0)
