@@ -437,6 +437,19 @@ def repair(run_dir: Path) -> None:
     type=click.IntRange(min=0),
     help="Answer 402 once this many images have been made.",
 )
+@click.option(
+    "--max-concurrent",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Answer 429 past this many edits being processed at once.",
+)
+@click.option(
+    "--credits-per-image",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="What each image costs, as usedCredit reports it.",
+)
 @click.option("--tiny-images", is_flag=True, help="Make 64x64 images (for throughput tests).")
 @reports_errors
 def serve(
@@ -446,6 +459,8 @@ def serve(
     rpm_limit: float | None,
     api_key: str | None,
     credit_limit: int | None,
+    max_concurrent: int | None,
+    credits_per_image: int,
     tiny_images: bool,
 ) -> None:
     """Serve the offline API simulator, which speaks the 1min.ai contract.
@@ -463,6 +478,8 @@ def serve(
         rpm_limit=rpm_limit,
         api_key=api_key,
         credit_limit=credit_limit,
+        max_concurrent=max_concurrent,
+        credits_per_image=credits_per_image,
         tiny_images=tiny_images,
     )
 
@@ -822,11 +839,11 @@ def push(run_dir: Path, url: str) -> None:
     Example:
       sweeper push results/demo s3://team-sweeps/demo
     """
-    from sweeper.display import transfer_progress
+    from sweeper.display import count_progress
     from sweeper.remote import display_url, push_run
 
-    with transfer_progress("push") as progress:
-        result = push_run(run_dir, url, progress=progress)
+    with count_progress("push", in_bytes=True) as progress:
+        result = push_run(run_dir, url, progress=lambda t: progress(t.bytes_done, t.bytes_total))
     click.echo(
         f"Pushed {run_dir} to {display_url(url)}: {len(result.sent)} files sent "
         f"({result.bytes_sent / 1e6:.1f} MB), {result.unchanged} already there, "
@@ -849,11 +866,13 @@ def pull(url: str, dest: Path, force: bool) -> None:
     Example:
       sweeper pull s3://team-sweeps/demo results/demo
     """
-    from sweeper.display import transfer_progress
+    from sweeper.display import count_progress
     from sweeper.remote import display_url, pull_run
 
-    with transfer_progress("pull") as progress:
-        result = pull_run(url, dest, force=force, progress=progress)
+    with count_progress("pull", in_bytes=True) as bar:
+        result = pull_run(
+            url, dest, force=force, progress=lambda t: bar(t.bytes_done, t.bytes_total)
+        )
     click.echo(
         f"Pulled {display_url(url)} into {dest}: {result.files} files "
         f"({result.bytes / 1e6:.1f} MB), every one verified"

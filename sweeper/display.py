@@ -171,45 +171,9 @@ def progress_display(enabled: bool) -> ProgressListener:
 
 
 @contextmanager
-def transfer_progress(label: str) -> Iterator[Callable[[Any], None]]:
-    """A callback for file transfers (push, pull): a bar on a terminal, else a line per 10 s.
-
-    It takes anything with `bytes_done`, `bytes_total`, `files_done` and `files_total`.
-    """
-    if not sys.stderr.isatty():
-        last = [0.0]
-
-        def log(transfer: Any) -> None:
-            now = time.monotonic()
-            if now - last[0] >= LOG_INTERVAL_S or transfer.files_done == transfer.files_total:
-                last[0] = now
-                logger.info(
-                    "%s: %d/%d files, %.1f/%.1f MB",
-                    label,
-                    transfer.files_done,
-                    transfer.files_total,
-                    transfer.bytes_done / 1e6,
-                    transfer.bytes_total / 1e6,
-                )
-
-        yield log
-        return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-
-    with Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), DownloadColumn(), transient=True
-    ) as bar:
-        task = bar.add_task(label, total=None)
-
-        def update(transfer: Any) -> None:
-            bar.update(task, completed=transfer.bytes_done, total=transfer.bytes_total)
-
-        yield update
-
-
-@contextmanager
-def count_progress(label: str) -> Iterator[Callable[[int, int], None]]:
-    """A callback `(done, total)` for work counted in items (scoring): a bar or log lines."""
+def count_progress(label: str, *, in_bytes: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A callback `(done, total)` for counted work (scoring; a transfer's bytes): a bar on
+    a terminal, else a log line every LOG_INTERVAL_S and at the end."""
     if not sys.stderr.isatty():
         last = [0.0]
 
@@ -217,15 +181,15 @@ def count_progress(label: str) -> Iterator[Callable[[int, int], None]]:
             now = time.monotonic()
             if now - last[0] >= LOG_INTERVAL_S or done == total:
                 last[0] = now
-                logger.info("%s: %d/%d", label, done, total)
+                shown = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if in_bytes else f"{done}/{total}"
+                logger.info("%s: %s", label, shown)
 
         yield log
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn
 
-    with Progress(
-        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), transient=True
-    ) as bar:
+    counter = DownloadColumn() if in_bytes else MofNCompleteColumn()
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), counter, transient=True) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 

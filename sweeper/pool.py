@@ -403,7 +403,11 @@ class JobRunner:
         except BaseException:
             reservation.refused()
             raise
-        reservation.settle(job.image_count, result[0].used_credit)
+        edit = result[0]
+        # Images listed beyond those asked for were made, so billed; such an answer says
+        # nothing sure about the price of one image, so it teaches none.
+        learn = edit.used_credit if not edit.surplus else None
+        reservation.settle(len(edit.outputs) + edit.surplus, learn)
         return result
 
     async def _send_reserved(
