@@ -28,7 +28,9 @@ INTERNAL_ERROR_EXIT = 4
 CRASH_LOG = "crash.log"
 # The spec loader says in one line what is wrong with a folder, a FIFO or a missing file.
 SPEC_ARG = click.Path(path_type=Path)
-RUN_DIR_ARG = click.Path(file_okay=False, path_type=Path)
+# A folder is checked by the command itself, which names the path and what to do in one
+# line; click's own check would print a usage block for a file given as DIR.
+RUN_DIR_ARG = click.Path(path_type=Path)
 max_jobs_option = click.option(
     "--max-jobs",
     default=100_000,
@@ -503,7 +505,7 @@ def serve(
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="Write the report here instead of DIR/report/ (for a read-only run folder, say).",
 )
@@ -919,7 +921,7 @@ def score(run_dir: Path, scorers: tuple[str, ...], no_builtin: bool) -> None:
 @click.argument("b", metavar="B", type=RUN_DIR_ARG)
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     default=None,
     help="Where to write diff.csv and diff.html (default: B/diff-vs-<A's name>/).",
 )

@@ -33,7 +33,7 @@ from PIL import Image
 
 from sweeper.contract import PARAMS
 from sweeper.errors import SpecError
-from sweeper.run_folder import MANIFEST_PARQUET
+from sweeper.run_folder import MANIFEST_PARQUET, require_run_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -176,6 +176,7 @@ def _present_images(run_dir: Path, side: str) -> pd.DataFrame:
     """The run's succeeded images: job_id, file and the match columns (as text)."""
     import pandas as pd
 
+    require_run_folder(run_dir)
     path = run_dir / MANIFEST_PARQUET
     if not path.is_file():
         raise SpecError(f"{side} {run_dir}: no {MANIFEST_PARQUET}; is this a run folder?")

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 from sweeper.contract import PARAMS
 from sweeper.errors import SpecError
 from sweeper.job import Job, RemoteOutput
-from sweeper.run_folder import JOURNAL_FILE
+from sweeper.run_folder import JOURNAL_FILE, require_run_folder
 
 SCHEMA_VERSION = 2
 STATES = ("planned", "submitted", "generated", "succeeded", "failed", "unanswered", "lost")
@@ -181,6 +181,7 @@ class Journal:
     @classmethod
     def open_existing(cls, run_dir: Path) -> Journal:
         """Open the journal of an existing run folder; read-only if the folder is."""
+        require_run_folder(run_dir)
         path = run_dir / JOURNAL_FILE
         if not path.is_file():
             raise SpecError(f"{run_dir}: no {JOURNAL_FILE} here; is this a sweeper run folder?")

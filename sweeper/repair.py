@@ -18,7 +18,13 @@ from sweeper.contract import IMAGE, PARAMS
 from sweeper.errors import SpecError
 from sweeper.integrity import file_sha256
 from sweeper.journal import Journal, has_jobs
-from sweeper.run_folder import IMAGES_DIR, JOURNAL_FILE, MANIFEST_PARQUET, require_writable
+from sweeper.run_folder import (
+    IMAGES_DIR,
+    JOURNAL_FILE,
+    MANIFEST_PARQUET,
+    require_run_folder,
+    require_writable,
+)
 
 JOB_COLUMNS = (
     "job_id", "idx", "model", "image_given", "image_sha256", "asset_path", *PARAMS,
@@ -73,6 +79,7 @@ def repair_journal(run_dir: Path) -> RepairResult:
     """Write a journal for `run_dir` from its manifest; refuses to touch a journal with jobs."""
     import pandas as pd
 
+    require_run_folder(run_dir)
     journal_path = run_dir / JOURNAL_FILE
     require_writable(run_dir, "copy it somewhere writable, then repair the copy")
     if journal_path.is_file() and has_jobs(journal_path):

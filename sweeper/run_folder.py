@@ -67,6 +67,18 @@ def read_run_record(run_dir: Path) -> dict[str, Any]:
     return record if isinstance(record, dict) else {}
 
 
+def require_run_folder(folder: Path) -> None:
+    """Refuse, in one line naming the path and the fix, what cannot be a run folder."""
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise SpecError(
+            f"{folder}: is a file, not a run folder; give the folder a run wrote "
+            "(results/<name>/, or the --out of `sweeper run`)"
+        )
+    raise SpecError(f"{folder}: no such run folder; `sweeper run SPEC --out {folder}` makes one")
+
+
 def require_writable(folder: Path, hint: str) -> None:
     """Refuse, in one line, to write into a folder that is read-only (`hint`: what to do)."""
     existing = next((f for f in (folder, *folder.parents) if f.exists()), None)
@@ -149,8 +161,7 @@ class RunFolder:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if not self.path.is_dir():
-            raise SpecError(f"{self.path}: no such run folder")
+        require_run_folder(self.path)
         if not (self.path / JOURNAL_FILE).is_file() and not self.manifest_path.is_file():
             raise SpecError(
                 f"{self.path}: no {JOURNAL_FILE} or {MANIFEST_PARQUET} here; "

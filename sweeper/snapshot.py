@@ -35,7 +35,7 @@ from sweeper.errors import SpecError
 from sweeper.run_folder import IMAGES_DIR as IMAGES
 from sweeper.run_folder import INPUTS_DIR as INPUTS
 from sweeper.run_folder import JOURNAL_FILE as JOURNAL
-from sweeper.run_folder import TMP_DIR
+from sweeper.run_folder import TMP_DIR, require_run_folder
 
 logger = logging.getLogger("sweeper")
 
@@ -150,6 +150,7 @@ def taking_snapshot(run_dir: Path) -> Iterator[Snapshot]:
 
 def backup_journal(run_dir: Path, target: Path) -> dict[str, str]:
     """Copy DIR/journal.sqlite to `target` in one transaction; returns {file: sha256} done."""
+    require_run_folder(run_dir)
     source_path = run_dir / JOURNAL
     if not source_path.is_file():
         raise SpecError(f"{run_dir}: no {JOURNAL} here; is this a sweeper run folder?")

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from sweeper.errors import SpecError
 from sweeper.journal import connect_read_only
-from sweeper.run_folder import JOURNAL_FILE, require_writable
+from sweeper.run_folder import JOURNAL_FILE, require_run_folder, require_writable
 from sweeper.run_folder import MANIFEST_PARQUET as MANIFEST_FILE
 
 if TYPE_CHECKING:
@@ -264,6 +264,7 @@ def _connect(run_dir: Path, *, read_only: bool = False) -> Iterator[sqlite3.Conn
 
 
 def _journal_path(run_dir: Path) -> Path:
+    require_run_folder(run_dir)
     path = run_dir / JOURNAL_FILE
     if not path.is_file():
         raise SpecError(f"{run_dir}: no {JOURNAL_FILE} here; is this a sweeper run folder?")

@@ -148,13 +148,30 @@ def as_nobody() -> list[str]:
     return prefix
 
 
-def test_a_read_only_folder_can_be_read_and_is_refused_in_one_line_for_writes(tmp_path):
+@pytest.fixture
+def outside_pytest_tmp():
+    """A folder other users can reach: any pytest starting elsewhere re-tightens its own
+    /tmp/pytest-of-<user> to 0700, which would race a chmod of that tree's parents."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="sweeper-read-only-"))
+    folder.chmod(0o755)
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755)
+    shutil.rmtree(folder)
+
+
+def test_a_read_only_folder_can_be_read_and_is_refused_in_one_line_for_writes(
+    outside_pytest_tmp,
+):
     import stat
     import subprocess
     import sys
 
     prefix = as_nobody()
-    folder = tmp_path / "shared"
+    folder = outside_pytest_tmp / "shared"
     run_demo(folder / "run")
     for path in [folder, *folder.rglob("*")]:
         mode = path.stat().st_mode
@@ -163,10 +180,6 @@ def test_a_read_only_folder_can_be_read_and_is_refused_in_one_line_for_writes(tm
             | stat.S_IROTH
             | (stat.S_IXOTH if path.is_dir() else 0)
         )
-    for parent in (tmp_path, *tmp_path.parents):
-        if parent == Path("/"):
-            break
-        parent.chmod(parent.stat().st_mode | stat.S_IXOTH)
     run_dir = folder / "run"
 
     def sweeper(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -198,3 +211,19 @@ def _first_image(run_dir: Path) -> str:
     import pandas as pd
 
     return str(pd.read_parquet(run_dir / "manifest.parquet")["file"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    "command", ["status", "report", "review", "score", "votes", "repair", "history", "pack"]
+)
+def test_a_file_or_a_missing_folder_given_as_dir_is_named_in_one_line(tmp_path, command):
+    a_file = tmp_path / "manifest.csv"
+    a_file.write_text("file\n")
+    for given, says in (
+        (a_file, "is a file, not a run folder"),
+        (tmp_path / "nowhere", "no such run folder; `sweeper run SPEC --out"),
+    ):
+        result = CliRunner().invoke(main, [command, str(given)])
+        assert result.exit_code == 2, (command, result.output)
+        assert "Traceback" not in result.output and "Usage:" not in result.output
+        assert says in result.output.strip().splitlines()[-1], (command, result.output)

@@ -32,7 +32,7 @@ from PIL import Image, ImageOps
 
 from sweeper.errors import SpecError
 from sweeper.journal import INPUT_PATH_META, connect_read_only
-from sweeper.run_folder import INPUTS_DIR, JOURNAL_FILE, MANIFEST_PARQUET
+from sweeper.run_folder import INPUTS_DIR, JOURNAL_FILE, MANIFEST_PARQUET, require_run_folder
 from sweeper.score.plugins import Scorer, builtin_specs, check_unique_names, load_scorer
 from sweeper.score.table import KEY_COLUMN, SCORES_FILE, ImageOutcome, ScoreTable
 
@@ -149,6 +149,7 @@ def _choose_scorers(scorers: Sequence[str | Scorer], builtin: bool) -> list[Scor
 def _read_manifest(run_dir: Path) -> pd.DataFrame:
     import pandas as pd
 
+    require_run_folder(run_dir)
     path = run_dir / MANIFEST_PARQUET
     if not path.is_file():
         raise SpecError(f"{run_dir}: no {MANIFEST_PARQUET}; is this a run folder?")
