@@ -10,9 +10,37 @@ folder are also fsynced, so the rename survives a power loss, not just a crash.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from sweeper.errors import SpecError
+
+
+def special_file_kind(mode: int) -> str | None:
+    """What a path that is not a regular file (or a symlink) is, in words; else None."""
+    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+
+
+def require_replaceable(target: Path) -> None:
+    """Refuse a target that a rename would destroy rather than update: run as root,
+    `--out /dev/null` would otherwise swap the system's /dev/null for a file."""
+    try:
+        mode = target.lstat().st_mode
+    except OSError:
+        return
+    kind = special_file_kind(mode)
+    if kind is not None:
+        raise SpecError(f"{target}: is {kind}, not a file; give the path of a file to write")
 
 
 def partial_path(target: Path) -> Path:
@@ -25,6 +53,7 @@ def replacing(
     target: Path, *, partial: Path | None = None, durable: bool = False
 ) -> Iterator[Path]:
     """Yield a path to write; on success it replaces `target`, on any error it is removed."""
+    require_replaceable(target)
     partial = partial or partial_path(target)
     partial.parent.mkdir(parents=True, exist_ok=True)
     try:

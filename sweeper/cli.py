@@ -21,6 +21,7 @@ from typing import Any, cast
 import click
 
 from sweeper import __version__
+from sweeper.atomic import write_text_atomically
 from sweeper.contract import API_KEY_ENV
 from sweeper.errors import AbortError, InterruptedRun, SweeperError, is_environment_error
 
@@ -116,9 +117,9 @@ def _write_crash_log(run_dir: Path | None) -> Path:
     if run_dir is not None and Path(run_dir).is_dir():
         target = Path(run_dir) / CRASH_LOG
         try:
-            target.write_text(text, encoding="utf-8")
+            write_text_atomically(target, text)
             return target
-        except OSError:
+        except (OSError, SweeperError):  # a FIFO there would block a plain write
             pass
     handle, name = tempfile.mkstemp(prefix="sweeper-crash-", suffix=".log")
     with os.fdopen(handle, "w", encoding="utf-8") as file:

@@ -33,7 +33,7 @@ from PIL import Image
 
 from sweeper.contract import PARAMS
 from sweeper.errors import SpecError
-from sweeper.run_folder import MANIFEST_PARQUET, require_run_folder
+from sweeper.run_folder import MANIFEST_PARQUET, require_output_folder, require_run_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -100,6 +100,7 @@ def diff_runs(
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise SpecError(f"--threshold {threshold}: an SSIM threshold is between -1 and 1")
     out_dir = Path(out) if out is not None else b_dir / f"diff-vs-{a_dir.resolve().name}"
+    require_output_folder(out_dir, "--out")
     pairs = _matched_pairs(_present_images(a_dir, "A"), _present_images(b_dir, "B"))
     shutil.rmtree(out_dir / THUMBS_FOLDER, ignore_errors=True)  # an earlier diff's
     (out_dir / THUMBS_FOLDER).mkdir(parents=True)

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from sweeper.atomic import write_text_atomically
+from sweeper.atomic import special_file_kind, write_text_atomically
 from sweeper.errors import SpecError
 
 if TYPE_CHECKING:
@@ -79,6 +79,13 @@ def require_run_folder(folder: Path) -> None:
     raise SpecError(f"{folder}: no such run folder; `sweeper run SPEC --out {folder}` makes one")
 
 
+def require_output_folder(folder: Path, option: str) -> None:
+    """Refuse, in one line, an output folder path that names a file, device or FIFO."""
+    if folder.exists() and not folder.is_dir():
+        kind = special_file_kind(folder.stat().st_mode) or "a file"
+        raise SpecError(f"{folder}: is {kind}, not a folder; give {option} a folder path")
+
+
 def require_writable(folder: Path, hint: str) -> None:
     """Refuse, in one line, to write into a folder that is read-only (`hint`: what to do)."""
     existing = next((f for f in (folder, *folder.parents) if f.exists()), None)
@@ -97,6 +104,7 @@ def claim_run_dir(
     and mixed into one manifest. All are refused before anything is sent. The lock
     is an flock, so a killed run never leaves a stale one behind.
     """
+    require_output_folder(run_dir, "--out")
     _refuse_another_run(run_dir, spec_name, api_base, offline)
     require_writable(run_dir, "give a writable folder with --out")
     try:

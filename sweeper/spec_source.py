@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sweeper.atomic import special_file_kind
 from sweeper.errors import SpecError
 from sweeper.limits import MAX_SPEC_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES
 
@@ -111,16 +112,8 @@ def _require_regular(path: Path, status: os.stat_result) -> None:
     mode = status.st_mode
     if stat.S_ISDIR(mode):
         raise SpecError(f"{shown_path(path)}: is a directory; give the path of a .yaml spec file")
-    if not stat.S_ISREG(mode):
-        kind = (
-            "a FIFO (named pipe)"
-            if stat.S_ISFIFO(mode)
-            else "a device"
-            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a socket"
-            if stat.S_ISSOCK(mode)
-            else "not a regular file"
-        )
+    kind = special_file_kind(mode)
+    if kind is not None:
         raise SpecError(
             f"{shown_path(path)}: is {kind}, not a regular file; give the path of a .yaml spec file"
         )

@@ -227,3 +227,23 @@ def test_a_file_or_a_missing_folder_given_as_dir_is_named_in_one_line(tmp_path, 
         assert result.exit_code == 2, (command, result.output)
         assert "Traceback" not in result.output and "Usage:" not in result.output
         assert says in result.output.strip().splitlines()[-1], (command, result.output)
+
+
+def test_an_output_path_that_is_a_fifo_or_a_device_is_refused_and_left_alone(tmp_path):
+    # Run as root, a rename over `--out /dev/null` would swap the device for a file.
+    run_dir = tmp_path / "run"
+    assert run_demo(run_dir).exit_code == 0
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    for argv in (
+        ["pack", str(run_dir), "--output", str(fifo)],
+        ["export", str(run_dir), "--to", str(fifo)],
+        ["report", str(run_dir), "--out", str(fifo)],
+        ["diff", str(run_dir), str(run_dir), "--out", str(fifo)],
+        ["run", str(DEMO), "--offline", "--out", str(fifo)],
+    ):
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert f"{fifo}: is a FIFO (named pipe), not a " in result.output.strip().splitlines()[-1]
+        assert fifo.is_fifo(), argv
+    assert not list(tmp_path.glob(".pipe.csv*"))

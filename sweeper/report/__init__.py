@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sweeper.atomic import write_text_atomically
 from sweeper.contract import canonical_name
 from sweeper.errors import SpecError
-from sweeper.run_folder import REPORT_DIR, RunFolder, require_writable
+from sweeper.run_folder import REPORT_DIR, RunFolder, require_output_folder, require_writable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -66,6 +66,7 @@ def write_report(
     options = ReportOptions(x_axis, y_axis, thumb, where, out, include_all)
     folder = RunFolder(run_dir)
     report_dir = options.out or folder.path / REPORT_DIR
+    require_output_folder(report_dir, "--out")
     require_writable(report_dir, "give --out PATH for the report")
     frame = _rows_shown(folder, options)
     return _write(folder, frame, report_dir, options)
