@@ -112,8 +112,10 @@ class ApiClient:
         self._session = session
         self._base = api_base.rstrip("/")
         self._key = check_api_key(api_key)
+        # The connect timeout stays below the total one: were they equal, the total timer
+        # would fire first, and a request that never left would look maybe billed.
         self._timeout = aiohttp.ClientTimeout(
-            total=request_timeout_s, connect=min(MAX_CONNECT_S, request_timeout_s)
+            total=request_timeout_s, connect=min(MAX_CONNECT_S, request_timeout_s / 2)
         )
         self._limits = limits or ResponseLimits()
 
