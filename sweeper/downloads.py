@@ -145,7 +145,10 @@ async def _receive(
     if not url.startswith(("http://", "https://")):
         raise JobError(f"the download link is not an http(s) URL: {url[:80]!r}")
     try:
-        async with session.get(url, timeout=timeout, max_redirects=MAX_REDIRECTS) as response:
+        # aiohttp gives up when the redirect count reaches max_redirects: one more, so
+        # that MAX_REDIRECTS redirects are followed and the next one is refused.
+        redirects = MAX_REDIRECTS + 1
+        async with session.get(url, timeout=timeout, max_redirects=redirects) as response:
             if response.status != 200:
                 raise await _download_failure(response)
             async for chunk in response.content.iter_chunked(CHUNK_BYTES):
