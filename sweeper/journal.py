@@ -443,6 +443,15 @@ class Journal:
             commit=commit,
         )
 
+    def mark_refused(self, job_id: str, error: str) -> None:
+        """The API refused this attempt with an answer (or it never left): nothing was
+        billed, so until a retry sends it again the job is failed, and a rerun resends it.
+        Deferred: if lost, the job stays submitted and a rerun counts it maybe billed."""
+        self._defer(
+            "UPDATE jobs SET state = 'failed', error = ? WHERE job_id = ? AND state = 'submitted'",
+            (error, job_id),
+        )
+
     def mark_unanswered(self, job_id: str, error: str, at: float) -> None:
         """The job's last attempt went unanswered and is not sent again (unless asked)."""
         self._write(

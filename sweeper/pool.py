@@ -431,6 +431,10 @@ class JobRunner:
             self.counts.unanswered_attempts += 1
             self._journal.count_unanswered(job.job_id, commit=False)
             raise
+        except SweeperError as refusal:
+            # Answered (or never sent): not maybe billed, even if the run stops before a retry.
+            self._journal.mark_refused(job.job_id, str(refusal))
+            raise
         finally:
             self.counts.in_flight -= 1
         return result, time.monotonic() - started
