@@ -24,10 +24,10 @@ fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q --timeout=3600 tests/test_hostile_spec.py -k fuzz
 
 # Mutation testing of the money modules, run by hand (docs/mutation.md): mutmut keeps
-# its results in mutants/, so a second run only retests what changed.
+# its results in mutants/, so a second run only retests what changed. PATH: it runs mypy.
 mutate: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,mutate]'
-	$(BIN)/mutmut run --max-children 2 || true
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/mutmut run --max-children 2
 	$(BIN)/mutmut results --all true | $(BIN)/python bench/mutation_summary.py
 
 lint: $(STAMP)
