@@ -208,6 +208,20 @@ async def test_an_api_that_gives_no_answer_stops_the_run_and_says_to_run_it_agai
     assert message.endswith("; nothing more is sent. Run the same command again when it is back")
     assert tallies(run.counts) == {"failed": 3}
     assert run.states == {"failed": 3, "planned": 3}
+    assert len(run.errors) == 3
+    assert all(error.startswith("gave up after 4 attempts") for error in run.errors.values())
+    assert all("down" in error for error in run.errors.values())
+
+
+async def test_each_answer_keeps_how_long_its_request_took(tmp_path):
+    spec = write_spec(tmp_path, [1], outputs=1)  # 2 jobs
+    async with run_simulator(SimulatorConfig(latency_s=0.2)) as sim:
+        run = await run_pool(sim.base_url, tmp_path / "run", spec)
+    assert run.error is None and tallies(run.counts) == {"succeeded": 2, "images": 2}
+    with Journal.open(tmp_path / "run") as journal:
+        latencies = [latency for (latency,) in journal.query("SELECT latency_s FROM jobs")]
+    assert len(latencies) == 2
+    assert all(0.2 <= latency < 5 for latency in latencies)
 
 
 def failing_after(jobs: Iterator[Job], count: int, error: Exception) -> Iterator[Job]:
@@ -543,10 +557,11 @@ async def test_a_refused_request_stopped_before_its_retry_is_sent_by_the_next_ru
     spec = write_spec(tmp_path, [1], outputs=1)  # 2 jobs, both sent at once
     refused = FaultRule("features", "status", status=503)
     async with run_simulator(SimulatorConfig(faults=[refused])) as sim:
-        await run_pool(sim.base_url, tmp_path / "run", spec, concurrency=2, stop_after=2)
+        first = await run_pool(sim.base_url, tmp_path / "run", spec, concurrency=2, stop_after=2)
         again = await run_pool(sim.base_url, tmp_path / "run", spec, concurrency=2)
         assert sim.state.counters["features"] == 3
     assert tallies(again.counts) == {"skipped": 1, "succeeded": 1, "images": 1}
+    assert list(first.errors.values()) == ["HTTP 503: simulated failure"]
 
 
 def full_disk_for(monkeypatch, change: str) -> None:
