@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import selectors
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from engine_run import PHOTO
+from virtual_time import SocketVirtualTimeLoop
 
 from sweeper.client import (
     ApiClient,
@@ -603,31 +603,6 @@ async def test_a_refused_connection_is_not_sent_and_a_reset_is_unanswered():
         with pytest.raises(Unanswered) as dropped:
             await ApiClient(session, sim.base_url, KEY).run_edit(edit_request())
     assert str(dropped.value) == "ServerDisconnectedError: Server disconnected"
-
-
-class _IdleSelector(selectors.DefaultSelector):
-    """Lets virtual time jump to the next timer only once no socket has anything to do."""
-
-    def __init__(self, loop: SocketVirtualTimeLoop) -> None:
-        super().__init__()
-        self._loop = loop
-
-    def select(self, timeout: float | None = None) -> list:
-        ready = super().select(0 if timeout is None else min(timeout, 0.005))
-        if not ready and timeout:
-            self._loop.virtual_now += timeout
-        return ready
-
-
-class SocketVirtualTimeLoop(asyncio.SelectorEventLoop):
-    """tests/virtual_time.py's loop for real loopback sockets: I/O first, then time moves."""
-
-    def __init__(self) -> None:
-        self.virtual_now = 0.0
-        super().__init__(selector=_IdleSelector(self))
-
-    def time(self) -> float:
-        return self.virtual_now
 
 
 def edit_timed_in_virtual_time(*, hold_the_only_connection: bool, **client: Any) -> tuple:

@@ -30,13 +30,34 @@ class _AdvancingSelector(selectors.DefaultSelector):
         return super().select(0)
 
 
+class _IdleSelector(_AdvancingSelector):
+    """Lets virtual time jump to the next timer only once no socket has anything to do."""
+
+    def select(self, timeout: float | None = None) -> list:
+        ready = selectors.DefaultSelector.select(
+            self, 0 if timeout is None else min(timeout, 0.005)
+        )
+        if not ready and timeout:
+            self._loop.virtual_now += timeout
+        return ready
+
+
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    selector_class: type[_AdvancingSelector] = _AdvancingSelector
+
     def __init__(self) -> None:
         self.virtual_now = 0.0
-        super().__init__(selector=_AdvancingSelector(self))
+        super().__init__(selector=self.selector_class(self))
 
     def time(self) -> float:
         return self.virtual_now
+
+
+class SocketVirtualTimeLoop(VirtualTimeLoop):
+    """For real loopback sockets: I/O first, and time moves only when none is ready (the
+    plain loop moves the clock before looking at sockets, so a hang looks like a timeout)."""
+
+    selector_class = _IdleSelector
 
 
 class LoopClock:
