@@ -15,6 +15,7 @@ import sys
 import pytest
 from aiohttp import web
 from engine_run import KEY, REPO, feature_requests, manifest, run_sweep, write_spec
+from loopback import serve
 
 from sweeper.errors import ApiRedirected
 from sweeper.simulator import FaultRule, SimulatorConfig, SimulatorThread, run_simulator
@@ -30,24 +31,12 @@ class Recorder:
         self.requests.append(dict(request.headers))
         return web.json_response({"message": "got it"})
 
-    async def __aenter__(self) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self.handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        return f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._runner.cleanup()
-
 
 @pytest.mark.parametrize("endpoint", ["features", "assets"])
 async def test_a_redirecting_api_gets_no_second_request_carrying_the_key(tmp_path, endpoint):
     spec = write_spec(tmp_path, [1], outputs=1)
     recorder = Recorder()
-    async with recorder as elsewhere:
+    async with serve(recorder.handle) as elsewhere:
         redirect = FaultRule(endpoint, "redirect", status=307, location=f"{elsewhere}/steal")
         async with run_simulator(SimulatorConfig(faults=[redirect])) as sim:
             with pytest.raises(ApiRedirected) as refused:
@@ -66,29 +55,18 @@ async def test_a_download_may_follow_a_redirect_but_only_a_few_and_only_to_http(
         hops["n"] += 1
         raise web.HTTPFound(location=request.query.get("to", "/again"))
 
-    app = web.Application()
-    app.router.add_get("/again", bounce)
-    app.router.add_get("/file", bounce)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
     import aiohttp
 
     from sweeper.errors import JobError
 
-    try:
-        async with aiohttp.ClientSession() as session:
-            with pytest.raises(JobError, match="redirected more than 5 times"):
-                await download_output(session, f"{base}/again", tmp_path, "images/a.png", "png")
-            assert hops["n"] == 6  # the first answer and the 5 redirects followed: bounded
-            with pytest.raises(JobError, match="not http"):
-                await download_output(
-                    session, f"{base}/file?to=file:///etc/passwd", tmp_path, "images/b.png", "png"
-                )
-    finally:
-        await runner.cleanup()
+    async with serve(bounce) as base, aiohttp.ClientSession() as session:
+        with pytest.raises(JobError, match="redirected more than 5 times"):
+            await download_output(session, f"{base}/again", tmp_path, "images/a.png", "png")
+        assert hops["n"] == 6  # the first answer and the 5 redirects followed: bounded
+        with pytest.raises(JobError, match="not http"):
+            await download_output(
+                session, f"{base}/file?to=file:///etc/passwd", tmp_path, "images/b.png", "png"
+            )
 
 
 async def test_a_gzip_bomb_answer_stops_at_the_cap_and_counts_as_unanswered(tmp_path):

@@ -6,8 +6,7 @@ import asyncio
 import json
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -16,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from engine_run import PHOTO
+from loopback import Handler, serve
 from virtual_time import SocketVirtualTimeLoop
 
 from sweeper.client import (
@@ -51,24 +51,9 @@ from sweeper.retry import Attempts, GaveUp, RetryPolicy, parse_retry_after
 from sweeper.simulator import FaultRule, SimulatorConfig, run_simulator
 
 KEY = "sk-money-client-SENTINEL-42"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # --- helpers: a server of our own, a client, one request -------------------------------
-
-
-@asynccontextmanager
-async def serve(handler: Handler) -> AsyncIterator[str]:
-    """A real HTTP server on loopback answering every request with `handler`."""
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 def answering(status: int, body: bytes | str, **headers: str) -> Handler:

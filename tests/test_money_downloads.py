@@ -10,12 +10,12 @@ import os
 import socket
 import struct
 import zlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp import web
+from loopback import Handler, serve
 from PIL import Image
 from virtual_time import run_in_virtual_time
 
@@ -29,7 +29,6 @@ from sweeper.downloads import (
 )
 from sweeper.errors import AbortError, JobError, SweeperError, TransientError
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FILE = "images/a.png"
 PART = "tmp/a.png.part"
 
@@ -60,24 +59,6 @@ def serving(body: bytes, *, status: int = 200, **headers: str) -> Handler:
     return answer
 
 
-class Storage:
-    """A storage server on loopback whose every path is answered by `handler`."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-
-    async def __aenter__(self) -> str:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", self.handler)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        return f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._runner.cleanup()
-
-
 async def fetch(url: str, run_dir: Path, fmt: str = "png", **options: object) -> DownloadedImage:
     async with aiohttp.ClientSession() as session:
         return await download_output(session, url, run_dir, FILE, fmt, **options)
@@ -86,7 +67,7 @@ async def fetch(url: str, run_dir: Path, fmt: str = "png", **options: object) ->
 async def fetch_from(
     handler: Handler, run_dir: Path, path: str = "/img", **options: object
 ) -> DownloadedImage:
-    async with Storage(handler) as base:
+    async with serve(handler) as base:
         return await fetch(f"{base}{path}", run_dir, **options)
 
 
@@ -176,7 +157,7 @@ async def test_a_big_download_goes_to_its_part_file_each_time_4_mib_arrive(tmp_p
     run_dir = tmp_path / "new" / "run"  # not made yet: the first spill makes its folders
     part = run_dir / PART
     on_disk = []
-    async with Storage(in_steps) as base:
+    async with serve(in_steps) as base:
         downloading = asyncio.ensure_future(fetch(f"{base}/img", run_dir))
         for cut, expected in zip(cuts, spilled, strict=True):
             assert await next_cut(reached, downloading) == cut
@@ -379,7 +360,7 @@ def test_a_download_that_never_answers_fails_retryably_after_exactly_its_timeout
 
     async def main() -> tuple[SweeperError, float]:
         loop = asyncio.get_running_loop()
-        async with Storage(never) as base:
+        async with serve(never) as base:
             start = loop.time()
             with pytest.raises(SweeperError) as caught:
                 await fetch(f"{base}/img", tmp_path, timeout_s=12.0)
