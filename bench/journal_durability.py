@@ -4,7 +4,8 @@ FULL puts every commit on the disk before it returns, so a power cut cannot forg
 that a request left or was answered; NORMAL in WAL mode survives `kill -9` but may
 lose the last commits to a power cut. Two figures, each FULL vs NORMAL, interleaved:
 
-- one commit: `mark_submitted` with its own commit (as a lone worker's submit), median ms;
+- one commit: a small `set_meta` write in its own transaction, as a lone worker's
+  submission commits, median ms;
 - a whole run: `sweeper run` jobs/s at concurrency 32 against a zero-latency simulator
   (tiny images), where group commit shares one commit among the workers of a tick.
 
@@ -42,13 +43,13 @@ main()
 
 
 def commit_ms(folder: Path, mode: str) -> float:
-    """Median milliseconds of one `mark_submitted` commit under `synchronous=mode`."""
+    """Median milliseconds of one small commit under `synchronous=mode`."""
     journal = Journal.open(folder)
     journal._db.execute(f"PRAGMA synchronous={mode}")
     timings = []
     for attempt in range(COMMITS):
         started = time.perf_counter()
-        journal.set_meta("bench", attempt)  # one small UPDATE in its own transaction
+        journal.set_meta("bench", attempt)  # one small write in its own transaction
         timings.append((time.perf_counter() - started) * 1000)
     journal.close()
     return median(timings)

@@ -18,11 +18,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-class _AdvancingSelector(selectors.DefaultSelector):
+class _VirtualSelector(selectors.DefaultSelector):
     def __init__(self, loop: VirtualTimeLoop) -> None:
         super().__init__()
         self._loop = loop
 
+
+class _AdvancingSelector(_VirtualSelector):
     def select(self, timeout: float | None = None) -> list:
         if timeout is None:
             raise RuntimeError("virtual time: every task is waiting and no timer is set")
@@ -30,20 +32,18 @@ class _AdvancingSelector(selectors.DefaultSelector):
         return super().select(0)
 
 
-class _IdleSelector(_AdvancingSelector):
+class _IdleSelector(_VirtualSelector):
     """Lets virtual time jump to the next timer only once no socket has anything to do."""
 
     def select(self, timeout: float | None = None) -> list:
-        ready = selectors.DefaultSelector.select(
-            self, 0 if timeout is None else min(timeout, 0.005)
-        )
+        ready = super().select(0 if timeout is None else min(timeout, 0.005))
         if not ready and timeout:
             self._loop.virtual_now += timeout
         return ready
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
-    selector_class: type[_AdvancingSelector] = _AdvancingSelector
+    selector_class: type[_VirtualSelector] = _AdvancingSelector
 
     def __init__(self) -> None:
         self.virtual_now = 0.0
