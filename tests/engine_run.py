@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweeper.contract import MODEL, PARAMS
 from sweeper.execute import ApiTarget, execute_sweep
+from sweeper.job import ImageRef, Job, make_job
 from sweeper.retry import RetryPolicy
 from sweeper.run_result import RunResult
 from sweeper.spec import RunSettings, load_spec
@@ -20,6 +22,15 @@ REPO = Path(__file__).resolve().parent.parent
 PHOTO = REPO / "sweeps" / "inputs" / "astronaut.jpg"
 KEY = "sk-test-SENTINEL-7f3a9c"
 FAST_RETRIES = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
+# An input named only by its path and hash, for tests that drive a journal without a spec.
+STAND_IN_IMAGE = ImageRef(given="inputs/a.jpg", sha256="ab" * 32)
+
+
+def journal_job(index: int, outputs: int = 1, image: ImageRef = STAND_IN_IMAGE) -> Job:
+    """Job `index` with every parameter at its default but seed (= index) and outputs."""
+    params = {name: p.default for name, p in PARAMS.items()}
+    params |= {"prompt": "p", "seed": index, "num_outputs": outputs}
+    return make_job(index, MODEL, image, params)
 
 
 def write_spec(folder: Path, seeds: list[int], *, outputs: int = 2, name: str = "engine") -> Path:

@@ -14,25 +14,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from engine_run import journal_job
 
 from sweeper.cli import main
-from sweeper.contract import PARAMS
-from sweeper.job import ImageRef, make_job
 from sweeper.journal import Journal, RemoteOutput
 from sweeper.manifest import COLUMNS, manifest_frame, write_manifest
 
-IMAGE = ImageRef(given="inputs/a.jpg", sha256="ab" * 32)
 BASE = "http://127.0.0.1:1"
-
-
-def job(index: int, outputs: int = 1):
-    params = {name: p.default for name, p in PARAMS.items()} | {
-        "prompt": "p",
-        "seed": index,
-        "num_outputs": outputs,
-    }
-    return make_job(index, "black-forest-labs/flux-depth-dev", IMAGE, params)
-
 
 ASSET = "development/images/a.jpg"
 
@@ -54,14 +42,14 @@ def finish(journal: Journal, j, *, outputs: int = 1) -> None:
 
 def test_add_jobs_is_idempotent(tmp_path):
     with Journal.open(tmp_path) as journal:
-        assert journal.add_jobs((job(i) for i in range(10)), BASE) == 10
-        assert journal.add_jobs((job(i) for i in range(12)), BASE) == 2
+        assert journal.add_jobs((journal_job(i) for i in range(10)), BASE) == 10
+        assert journal.add_jobs((journal_job(i) for i in range(12)), BASE) == 2
         assert {s: n for s, n in journal.counts().items() if n} == {"planned": 12}
 
 
 def test_states_move_forward_and_pending_downloads_are_listed(tmp_path):
     with Journal.open(tmp_path) as journal:
-        a, b, c = job(1, outputs=2), job(2), job(3)
+        a, b, c = journal_job(1, outputs=2), journal_job(2), journal_job(3)
         journal.add_jobs([a, b, c], BASE)
         finish(journal, a, outputs=2)
         journal.mark_submitted(b.job_id, 1, request_json(), 1.0, asset_path=ASSET)
@@ -83,7 +71,7 @@ def test_states_move_forward_and_pending_downloads_are_listed(tmp_path):
 def test_states_are_looked_up_by_job_id_in_batches(tmp_path, monkeypatch):
     monkeypatch.setattr("sweeper.journal.STATES_BATCH", 3)
     with Journal.open(tmp_path) as journal:
-        jobs = [job(i) for i in range(8)]
+        jobs = [journal_job(i) for i in range(8)]
         journal.add_jobs(jobs, BASE)
         finish(journal, jobs[4])
         asked = [j.job_id for j in jobs[2:]] + ["not-a-job"]
@@ -93,7 +81,8 @@ def test_states_are_looked_up_by_job_id_in_batches(tmp_path, monkeypatch):
 
 def test_generated_jobs_with_every_output_done_are_the_downloaded_ones(tmp_path):
     with Journal.open(tmp_path) as journal:
-        done, half, none, finished = job(1, outputs=2), job(2, outputs=2), job(3), job(4)
+        done, half = journal_job(1, outputs=2), journal_job(2, outputs=2)
+        none, finished = journal_job(3), journal_job(4)
         journal.add_jobs([done, half, none, finished], BASE)
         for j, outputs in ((done, 2), (half, 2), (none, 0)):
             journal.mark_submitted(j.job_id, 1, request_json(), 1.0, asset_path=ASSET)
@@ -124,12 +113,13 @@ def test_a_journal_from_a_newer_sweeper_is_refused(tmp_path):
 WRITER = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_journal import BASE, job, finish
+from engine_run import journal_job
+from test_journal import BASE, finish
 from sweeper.journal import Journal
 journal = Journal.open(__import__("pathlib").Path({run_dir!r}))
-journal.add_jobs((job(i) for i in range(100_000)), BASE)
+journal.add_jobs((journal_job(i) for i in range(100_000)), BASE)
 for i in range(100_000):
-    finish(journal, job(i))
+    finish(journal, journal_job(i))
     if i % 10 == 9:
         journal.flush()
         print("flushed", i, flush=True)
@@ -156,8 +146,8 @@ def test_kill_9_keeps_every_durable_change_and_every_flushed_one(tmp_path):
 
 def test_deferred_changes_wait_for_a_flush_but_reads_see_them(tmp_path):
     with Journal.open(tmp_path) as journal:
-        journal.add_jobs([job(1)], BASE)
-        finish(journal, job(1))
+        journal.add_jobs([journal_job(1)], BASE)
+        finish(journal, journal_job(1))
         other = Journal.open(tmp_path)
         assert other.counts()["generated"] == 1
         assert journal.counts()["succeeded"] == 1
@@ -167,7 +157,7 @@ def test_deferred_changes_wait_for_a_flush_but_reads_see_them(tmp_path):
 
 def test_manifest_columns_types_and_rows(tmp_path):
     with Journal.open(tmp_path) as journal:
-        done, failed, planned = job(1, outputs=2), job(2), job(3)
+        done, failed, planned = journal_job(1, outputs=2), journal_job(2), journal_job(3)
         journal.add_jobs([done, failed, planned], BASE)
         finish(journal, done, outputs=2)
         journal.mark_failed(failed.job_id, "400: nope", 5.0, attempts=1)
@@ -187,7 +177,7 @@ def test_manifest_columns_types_and_rows(tmp_path):
 
 def test_manifest_of_100k_rows_is_fast(tmp_path):
     with Journal.open(tmp_path) as journal:
-        journal.add_jobs((job(i) for i in range(100_000)), BASE)
+        journal.add_jobs((journal_job(i) for i in range(100_000)), BASE)
         started = time.perf_counter()
         assert write_manifest(journal, tmp_path) == 100_000
         assert time.perf_counter() - started < 10
@@ -196,7 +186,7 @@ def test_manifest_of_100k_rows_is_fast(tmp_path):
 def test_the_streamed_manifest_files_hold_the_frame_batch_after_batch(tmp_path, monkeypatch):
     monkeypatch.setattr("sweeper.manifest.BATCH_ROWS", 2)
     with Journal.open(tmp_path) as journal:
-        done, failed, planned = job(1, outputs=2), job(2), job(3)
+        done, failed, planned = journal_job(1, outputs=2), journal_job(2), journal_job(3)
         journal.add_jobs([done, failed, planned], BASE)
         finish(journal, done, outputs=2)
         journal.mark_failed(failed.job_id, 'a "quoted", message', 5.1234567, attempts=1)
@@ -213,7 +203,7 @@ def test_the_streamed_manifest_files_hold_the_frame_batch_after_batch(tmp_path, 
 
 def test_status_and_export_through_the_cli(tmp_path):
     with Journal.open(tmp_path) as journal:
-        jobs = [job(i) for i in range(4)]
+        jobs = [journal_job(i) for i in range(4)]
         journal.add_jobs(jobs, BASE)
         finish(journal, jobs[0])
         journal.mark_failed(jobs[1].job_id, "400: nope", 5.0)

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from engine_run import STAND_IN_IMAGE, journal_job
 
-from sweeper.contract import PARAMS
 from sweeper.errors import SpecError
-from sweeper.job import ImageRef, RemoteOutput, make_job
+from sweeper.job import RemoteOutput
 from sweeper.journal import (
     MAX_DEFERRED,
     NO_URL,
@@ -25,8 +25,7 @@ from sweeper.journal import (
 )
 from sweeper.run_folder import JOURNAL_FILE
 
-SHA = "ab" * 32
-IMAGE = ImageRef(given="inputs/a.jpg", sha256=SHA)
+SHA = STAND_IN_IMAGE.sha256
 BASE = "http://127.0.0.1:1"
 ASSET = "development/images/a.jpg"
 SIGNED_AT = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp()
@@ -39,15 +38,9 @@ EXPIRES = SIGNED_AT + 3600
 ORPHANED = "sent before the last run stopped, and never answered"
 
 
-def job(index: int, outputs: int = 1, image: ImageRef = IMAGE):
-    params = {name: p.default for name, p in PARAMS.items()}
-    params |= {"prompt": "p", "seed": index, "num_outputs": outputs}
-    return make_job(index, "black-forest-labs/flux-depth-dev", image, params)
-
-
 def planned(journal: Journal, count: int) -> list[str]:
     """Add `count` one-output jobs; their ids, in order."""
-    jobs = [job(i) for i in range(count)]
+    jobs = [journal_job(i) for i in range(count)]
     journal.add_jobs(jobs, BASE)
     return [j.job_id for j in jobs]
 
@@ -153,7 +146,7 @@ def test_a_schema_1_journal_gains_the_new_columns_and_keeps_its_jobs(tmp_path, v
 
 def test_a_journal_is_usable_from_a_worker_thread(tmp_path):
     with Journal.open(tmp_path) as journal:
-        assert in_thread(lambda: journal.add_jobs([job(1)], BASE)) == 1
+        assert in_thread(lambda: journal.add_jobs([journal_job(1)], BASE)) == 1
         assert journal.job_count() == 1
 
 
@@ -405,17 +398,17 @@ def test_an_upload_is_remembered_per_api_base_across_reopening_until_forgotten(t
 
 def test_adding_jobs_counts_new_ones_and_flags_those_the_spec_dropped(tmp_path, monkeypatch):
     monkeypatch.setattr("sweeper.journal.BATCH", 2)
-    first, kept = job(0), [job(1), job(2)]
+    first, kept = journal_job(0), [journal_job(1), journal_job(2)]
     with Journal.open(tmp_path) as journal:
         assert journal.add_jobs([first, *kept], BASE) == 3
         journal.mark_failed(kept[0].job_id, "400: bad", 1.0)
-        assert journal.add_jobs([*kept, job(3)], BASE) == 1
+        assert journal.add_jobs([*kept, journal_job(3)], BASE) == 1
         rows = {j: journal.job_row(j) for j in journal.job_states()}
     assert {j: (r["in_spec"], r["state"]) for j, r in rows.items()} == {
         first.job_id: (0, "planned"),
         kept[0].job_id: (1, "failed"),
         kept[1].job_id: (1, "planned"),
-        job(3).job_id: (1, "planned"),
+        journal_job(3).job_id: (1, "planned"),
     }
     row = rows[first.job_id]
     assert (row["api_base"], row["image_given"], row["image_sha256"], row["seed"]) == (
